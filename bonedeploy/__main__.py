@@ -1,0 +1,3 @@
+from bonedeploy.cli import main
+
+main()

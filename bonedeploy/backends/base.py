@@ -1,0 +1,139 @@
+"""The backend protocol and registry.
+
+Lifecycle after Polygraphy's runners: the constructor only records options (cheap, never fails on
+a missing runtime), ``load()`` imports the runtime and acquires the session/engine, ``close()``
+releases it; a backend is a context manager. Runtimes are imported only inside their own module.
+"""
+
+from __future__ import annotations
+
+import abc
+import importlib
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from bonedeploy.artefacts import ModelCard
+from bonedeploy.errors import ArtefactError, ConfigError
+
+
+class Backend(abc.ABC):
+    name: ClassVar[str]
+    suffixes: ClassVar[tuple[str, ...]]
+
+    def __init__(self, path: str | Path, **options: Any):
+        self.path = Path(path)
+        self.options = options
+        self._card: ModelCard | None = None
+        self.loaded = False
+
+    # lifecycle
+    def load(self) -> "Backend":
+        if not self.loaded:
+            if not self.path.is_file():
+                raise ArtefactError(f"{self.path}: no such file")
+            self._load()
+            self.loaded = True
+        return self
+
+    def close(self) -> None:
+        if self.loaded:
+            self._close()
+            self.loaded = False
+
+    def __enter__(self) -> "Backend":
+        return self.load()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def card(self) -> ModelCard:
+        """Model name, classes, PreprocessSpec and precision, read from the artefact."""
+        if self._card is None:
+            raise RuntimeError("call load() first")
+        return self._card
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        """float32 N x C x H x W (the card's PreprocessSpec) -> float32 logits N x classes."""
+        if not self.loaded:
+            raise RuntimeError("call load() first")
+        expected = self.card.preprocess.input_shape
+        if batch.ndim != 4 or tuple(batch.shape[1:]) != expected:
+            raise ConfigError(
+                f"{self.path.name} expects N x {' x '.join(map(str, expected))} input, got {batch.shape}"
+            )
+        return self._infer(np.ascontiguousarray(batch, dtype=np.float32))
+
+    def describe(self) -> dict[str, Any]:
+        """Where/how it runs (device, provider, precision): recorded in reports."""
+        return {"backend": self.name, "path": str(self.path)}
+
+    def synchronize(self) -> None:
+        """Wait for queued device work (timing); a no-op for synchronous runtimes."""
+
+    @abc.abstractmethod
+    def _load(self) -> None: ...
+
+    @abc.abstractmethod
+    def _infer(self, batch: np.ndarray) -> np.ndarray: ...
+
+    def _close(self) -> None:
+        pass
+
+
+# Backend modules, imported on first lookup; each imports its runtime only in load().
+_MODULES = {
+    "torch": "bonedeploy.backends.torch",
+    "onnxruntime": "bonedeploy.backends.onnxrt",
+    "tensorrt": "bonedeploy.backends.tensorrt",
+}
+_BACKENDS: dict[str, type[Backend]] = {}
+
+
+def register_backend(cls: type[Backend]) -> type[Backend]:
+    if cls.name in _BACKENDS:
+        raise ValueError(f"backend {cls.name!r} is already registered")
+    _BACKENDS[cls.name] = cls
+    return cls
+
+
+def _import_all() -> None:
+    for mod in _MODULES.values():
+        try:
+            importlib.import_module(mod)
+        except ModuleNotFoundError as e:
+            if e.name != mod:  # a real import error inside the module, not a missing backend file
+                raise
+
+
+def list_backends() -> list[str]:
+    _import_all()
+    return list(_BACKENDS)
+
+
+def get_backend(name: str) -> type[Backend]:
+    _import_all()
+    try:
+        return _BACKENDS[name]
+    except KeyError:
+        raise ConfigError(f"unknown backend {name!r}; valid backends: {', '.join(_BACKENDS)}") from None
+
+
+def backend_for_path(path: str | Path, backend: str | None = None) -> type[Backend]:
+    """The backend class for a file: ``backend`` when given, else by suffix."""
+    if backend:
+        return get_backend(backend)
+    _import_all()
+    suffix = Path(path).suffix.lower()
+    for cls in _BACKENDS.values():
+        if suffix in cls.suffixes:
+            return cls
+    known = sorted(s for c in _BACKENDS.values() for s in c.suffixes)
+    raise ConfigError(f"{path}: no backend for suffix {suffix!r}; known suffixes: {', '.join(known)}")
+
+
+def open_backend(path: str | Path, backend: str | None = None, **options: Any) -> Backend:
+    """Construct (not load) the backend for ``path``."""
+    return backend_for_path(path, backend)(path, **options)

@@ -1,0 +1,99 @@
+"""Model registry: the seed's variants by name, with their training defaults and seed results.
+
+Modelled on torchvision's ``models/_api.py``: registering a name twice raises, lookups of an
+unknown name list the valid choices.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable
+
+from bonedeploy.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class TrainDefaults:
+    """The seed's hyper-parameters for one run (optimiser Adam, CrossEntropyLoss)."""
+
+    epochs: int
+    lr: float = 1e-4
+    batch_size: int = 32
+    weight_decay: float = 0.0
+    optimizer: str = "adam"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class SeedResult:
+    """What the seed study reported for this run (validation n=72)."""
+
+    val_acc: float
+    train_acc: float
+    f1: float
+    saved_epoch: int
+    train_loss: float | None = None
+    val_loss: float | None = None
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    family: str
+    builder: Callable[..., Any] = field(repr=False)
+    kwargs: dict[str, Any]
+    defaults: TrainDefaults
+    seed: SeedResult
+    params: int
+    description: str
+
+    def hyperparameters(self) -> str:
+        """The seed table's 'Hyper parameters' cell."""
+        parts = [self.description]
+        if "dropout" in self.kwargs:
+            parts.append(f"dropout {self.kwargs['dropout']}")
+        parts.append(f"λ={self.defaults.weight_decay:g}")
+        parts.append(f"lr={self.defaults.lr:g}")
+        return ", ".join(parts)
+
+
+_MODELS: dict[str, ModelEntry] = {}
+
+
+def register_model(entry: ModelEntry) -> ModelEntry:
+    if entry.name in _MODELS:
+        raise ValueError(f"model {entry.name!r} is already registered")
+    _MODELS[entry.name] = entry
+    return entry
+
+
+def list_models(family: str | None = None) -> list[str]:
+    _load_families()
+    return [n for n, e in _MODELS.items() if family is None or e.family == family]
+
+
+def get_model_entry(name: str) -> ModelEntry:
+    _load_families()
+    try:
+        return _MODELS[name]
+    except KeyError:
+        raise ConfigError(f"unknown model {name!r}; valid models: {', '.join(_MODELS)}") from None
+
+
+def create_model(name: str, **overrides: Any):
+    """Build an untrained ``nn.Module`` for ``name``; ``overrides`` replace registry kwargs."""
+    entry = get_model_entry(name)
+    kwargs = {**entry.kwargs, **overrides}
+    unknown = set(overrides) - set(entry.kwargs) - {"num_classes", "in_channels"}
+    if unknown:
+        valid = sorted(set(entry.kwargs) | {"num_classes", "in_channels"})
+        raise ConfigError(f"{name} does not take {sorted(unknown)}; valid options: {valid}")
+    return entry.builder(**kwargs)
+
+
+def _load_families() -> None:
+    # Families register on import; importing here keeps `import bonedeploy` torch-free.
+    # Import order is the seed table's order.
+    from bonedeploy.models import vgg, alexnet, resnet  # noqa: F401, I001

@@ -1,0 +1,63 @@
+"""The seed's AlexNet for 1 x 400 x 400 inputs (conv -> ReLU -> pool -> BatchNorm order)."""
+
+from __future__ import annotations
+
+from functools import partial
+
+from bonedeploy.models._registry import ModelEntry, SeedResult, TrainDefaults, register_model
+
+
+def build_alexnet(dropout: float = 0.5, num_classes: int = 2, in_channels: int = 1):
+    from torch import nn
+
+    return nn.Sequential(
+        nn.Conv2d(in_channels, 96, 11, stride=4),
+        nn.ReLU(inplace=True),
+        nn.MaxPool2d(3, 2),
+        nn.BatchNorm2d(96),
+        nn.Conv2d(96, 256, 5, padding=2),
+        nn.ReLU(inplace=True),
+        nn.MaxPool2d(3, 2),
+        nn.BatchNorm2d(256),
+        nn.Conv2d(256, 384, 3, padding=1),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(384, 384, 3, padding=1),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(384, 256, 3, padding=1),
+        nn.ReLU(inplace=True),
+        nn.MaxPool2d(3, 2),
+        nn.Flatten(),
+        nn.Dropout(dropout),
+        nn.Linear(256 * 11 * 11, 4096),
+        nn.ReLU(inplace=True),
+        nn.Dropout(dropout),
+        nn.Linear(4096, 4096),
+        nn.ReLU(inplace=True),
+        nn.Linear(4096, num_classes),
+    )
+
+
+# name, dropout, weight decay, seed (val, train, f1, saved epoch, train loss, val loss)
+_VARIANTS = [
+    ("alexnet_d05", 0.5, 0.0, SeedResult(0.76, 1.00, 0.76, 71)),
+    ("alexnet_d08", 0.8, 0.0, SeedResult(0.82, 1.00, 0.82, 88)),
+    ("alexnet_d08_wd1e-4", 0.8, 1e-4, SeedResult(0.85, 0.95, 0.85, 74, 0.0059, 0.0254)),
+    ("alexnet_d08_wd1e-3", 0.8, 1e-3, SeedResult(0.83, 0.88, 0.83, 37, 0.0084, 0.0167)),
+]
+
+for _name, _p, _wd, _seed in _VARIANTS:
+    register_model(
+        ModelEntry(
+            name=_name,
+            family="alexnet",
+            builder=partial(build_alexnet),
+            kwargs={"dropout": _p},
+            defaults=TrainDefaults(epochs=100, weight_decay=_wd),
+            seed=_seed,
+            params=147_395_970,
+            description="AlexNet",
+        )
+    )
+
+SELECTED = "alexnet_d08_wd1e-3"
+"""The seed's final choice (dropout 0.8, λ 1e-3)."""

@@ -1,0 +1,92 @@
+"""Generated from the registry (after timm's tests/test_models.py): every seed variant."""
+
+import pytest
+import torch
+
+from bonedeploy.errors import ConfigError
+from bonedeploy.models import create_model, get_model_entry, list_models, register_model
+
+SEED_PARAMS = {
+    "vgg8": 395_634,
+    "vgg10": 7_638_210,
+    "alexnet_d05": 147_395_970,
+    "alexnet_d08": 147_395_970,
+    "alexnet_d08_wd1e-4": 147_395_970,
+    "alexnet_d08_wd1e-3": 147_395_970,
+    "resnet26": 3_152_370,
+    "resnet16": 213_234,
+}
+
+
+def test_registry_holds_exactly_the_seed_runs_in_table_order():
+    assert list_models() == list(SEED_PARAMS)
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_param_count_matches_seed(name):
+    model = create_model(name)
+    n = sum(p.numel() for p in model.parameters())
+    assert n == SEED_PARAMS[name] == get_model_entry(name).params
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_forward_maps_batch_to_two_logits(name):
+    torch.manual_seed(0)
+    model = create_model(name).eval()
+    with torch.no_grad():
+        out = model(torch.rand(2, 1, 400, 400))
+    assert out.shape == (2, 2)
+    assert torch.isfinite(out).all()
+    # logits, not log-probabilities: rows need not sum to 1 after exp (the seed's double softmax)
+    assert not torch.allclose(out.exp().sum(1), torch.ones(2), atol=1e-3)
+
+
+def test_alexnet_intermediate_shapes_match_seed_summary():
+    model = create_model("alexnet_d08_wd1e-3").eval()
+    expected = {
+        0: (96, 98, 98), 2: (96, 48, 48), 3: (96, 48, 48), 4: (256, 48, 48), 6: (256, 23, 23),
+        8: (384, 23, 23), 10: (384, 23, 23), 12: (256, 23, 23), 14: (256, 11, 11), 15: (30976,),
+    }
+    x = torch.zeros(1, 1, 400, 400)
+    seen = {}
+    with torch.no_grad():
+        for i, layer in enumerate(model):
+            x = layer(x)
+            seen[i] = tuple(x.shape[1:])
+    assert {i: seen[i] for i in expected} == expected
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_registry_entry_carries_seed_hyperparameters(name):
+    e = get_model_entry(name)
+    assert e.defaults.lr == 1e-4 and e.defaults.batch_size == 32
+    assert 0.5 <= e.seed.val_acc <= 0.9
+
+
+def test_seed_specific_hyperparameters():
+    assert get_model_entry("alexnet_d08_wd1e-3").kwargs["dropout"] == 0.8
+    assert get_model_entry("alexnet_d08_wd1e-3").defaults.weight_decay == 1e-3
+    assert get_model_entry("resnet16").defaults.weight_decay == 1e-2
+    assert get_model_entry("resnet16").defaults.epochs == 50
+    assert get_model_entry("resnet26").defaults.epochs == 20
+
+
+def test_dropout_override_reaches_the_layers():
+    model = create_model("alexnet_d05", dropout=0.3)
+    drops = [m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)]
+    assert drops == [0.3, 0.3]
+
+
+def test_unknown_model_lists_valid_names():
+    with pytest.raises(ConfigError, match="valid models: vgg8"):
+        create_model("alexnet")
+
+
+def test_unknown_option_is_refused():
+    with pytest.raises(ConfigError, match="valid options"):
+        create_model("vgg8", dropout=0.5)
+
+
+def test_duplicate_registration_raises():
+    with pytest.raises(ValueError, match="already registered"):
+        register_model(get_model_entry("vgg8"))
