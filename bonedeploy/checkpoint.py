@@ -9,7 +9,8 @@ Layout (``FORMAT``)::
     config        the resolved training config
     split         the SplitManifest dict (train/val relative paths + sha256), data_root
     epoch, metrics, history, versions, skipped_bad
-    (last.pt only) optimizer, rng, scheduler state
+    runtime       device name, precision, channels_last, deterministic, threads of the run
+    (last.pt only) optimizer, rng, scheduler state; best (the best epoch's metrics so far)
 """
 
 from __future__ import annotations

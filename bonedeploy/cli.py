@@ -12,6 +12,7 @@ import sys
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from bonedeploy import __version__
 from bonedeploy.errors import BonedeployError
@@ -28,7 +29,14 @@ err_console = Console(stderr=True)
 
 # (command name, module in bonedeploy.commands). Each module defines ``command``.
 COMMANDS: list[tuple[str, str]] = [
+    ("synth", "synth"),
     ("models", "models"),
+    ("train", "train"),
+    ("sweep", "sweep"),
+    ("export", "export"),
+    ("infer", "infer"),
+    ("bench", "bench"),
+    ("demo", "demo"),
 ]
 
 
@@ -55,7 +63,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         app(args=argv)
     except BonedeployError as e:
-        err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
         sys.exit(e.exit_code)
 
 

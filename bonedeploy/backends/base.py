@@ -73,6 +73,15 @@ class Backend(abc.ABC):
     def synchronize(self) -> None:
         """Wait for queued device work (timing); a no-op for synchronous runtimes."""
 
+    def declared_input_shape(self) -> tuple[int | None, ...] | None:
+        """Per-sample input shape the loaded graph/engine declares (None: unknown or symbolic);
+        checked against the card's PreprocessSpec before any image is read."""
+        return None
+
+    def declared_output_width(self) -> int | None:
+        """Number of logits per sample the graph/engine declares, when it says."""
+        return None
+
     @abc.abstractmethod
     def _load(self) -> None: ...
 

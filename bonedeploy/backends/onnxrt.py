@@ -1,0 +1,169 @@
+"""ONNX Runtime backend for ``.onnx`` files (fp32, fp16 and int8 QDQ graphs alike).
+
+Never imports torch: this is the edge path. Options: ``provider`` (an execution provider name or
+alias: cpu, cuda, tensorrt; default: the best of TensorRT EP > CUDA EP > CPU that this onnxruntime
+offers), ``device`` cpu|cuda|auto (restricts the automatic choice), ``threads`` (intra-op threads;
+default: the physical cores this process may use, because hyper-threads slow convolutions down),
+``spinning`` (False: idle intra-op threads sleep instead of spinning; ``infer`` sets it while decoder
+processes share the CPU, where spinning threads would steal their time).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bonedeploy.artefacts import ModelCard
+from bonedeploy.backends.base import Backend, register_backend
+from bonedeploy.errors import ArtefactError, BackendUnavailableError, ConfigError
+
+PREFERENCE = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+GPU_PROVIDERS = PREFERENCE[:2]
+DEVICES = ("auto", "cpu", "cuda")
+OPTIONS = ("provider", "device", "threads", "spinning", "batch_size")
+_NP_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
+
+
+def physical_cores() -> int:
+    """Physical cores among the CPUs this process may run on (Linux sysfs), else os.cpu_count()."""
+    try:
+        cpus = os.sched_getaffinity(0)
+    except AttributeError:
+        return os.cpu_count() or 1
+    cores = set()
+    for cpu in cpus:
+        sib = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology/thread_siblings_list")
+        try:
+            cores.add(sib.read_text().strip())
+        except OSError:
+            cores.add(str(cpu))
+    return max(1, len(cores))
+
+
+def resolve_provider(requested: str | None, available: list[str], device: str = "auto") -> list[str]:
+    """The provider chain to hand to onnxruntime (best first, CPU last as the fallback)."""
+    if device not in DEVICES:
+        raise ConfigError(f"onnxruntime backend: device {device!r}; valid: {', '.join(DEVICES)}")
+    if requested:
+        wanted = requested if requested.endswith("ExecutionProvider") else None
+        for name in available:
+            alias = name.removesuffix("ExecutionProvider").lower()
+            if name == requested or alias == requested.lower():
+                wanted = name
+        if wanted not in available:
+            raise ConfigError(f"onnxruntime provider {requested!r} is not available here; "
+                              f"available providers: {', '.join(available)}")
+        return [wanted] + (["CPUExecutionProvider"] if wanted != "CPUExecutionProvider" else [])
+    chain = [p for p in PREFERENCE if p in available]
+    if device == "cpu":
+        chain = ["CPUExecutionProvider"]
+    elif device == "cuda":
+        gpu = [p for p in chain if p in GPU_PROVIDERS]
+        if not gpu:
+            raise BackendUnavailableError(
+                f"device=cuda but this onnxruntime has no GPU provider; available: {', '.join(available)} "
+                "(install onnxruntime-gpu)")
+        chain = gpu + ["CPUExecutionProvider"]
+    return chain or ["CPUExecutionProvider"]
+
+
+@register_backend
+class OnnxRuntimeBackend(Backend):
+    name = "onnxruntime"
+    suffixes = (".onnx",)
+
+    def __init__(self, path, **options: Any):
+        super().__init__(path, **options)
+        unknown = sorted(k for k, v in options.items() if k not in OPTIONS and v is not None)
+        if unknown:
+            raise ConfigError(f"onnxruntime backend: unknown options {unknown}; valid options: {', '.join(OPTIONS)}")
+        self.provider = options.get("provider")
+        self.device = options.get("device") or "auto"
+        self.threads = int(options.get("threads") or physical_cores())
+        self.spinning = options.get("spinning")  # None: onnxruntime's default (spin)
+        self.fallback: str | None = None
+
+    def _load(self) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError as e:
+            raise BackendUnavailableError(f"the onnxruntime backend needs onnxruntime ({e})") from None
+        chain = resolve_provider(self.provider, ort.get_available_providers(), self.device)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = self.threads
+        opts.inter_op_num_threads = 1
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if self.spinning is False:  # idle threads sleep: the CPU goes to concurrent decoders
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self._session = self._create_session(ort, opts, chain)
+        meta = self._session.get_modelmeta().custom_metadata_map
+        self._card = ModelCard.from_props(meta, str(self.path))
+        inp = self._session.get_inputs()[0]
+        self._input_name = inp.name
+        self._input_dtype = _NP_TYPES.get(inp.type)
+        if self._input_dtype is None:
+            raise ArtefactError(f"{self.path}: input {inp.name!r} has type {inp.type}; expected a float tensor")
+        self._input_dims = list(inp.shape)
+        self._fixed_batch = inp.shape[0] if isinstance(inp.shape[0], int) and inp.shape[0] > 0 else None
+
+    def _create_session(self, ort, opts, chain: list[str]):
+        """Open the session; when an automatically chosen accelerator fails to initialise (e.g. the
+        TensorRT EP without TensorRT libraries), retry with the next provider and record why."""
+        while True:
+            try:
+                return ort.InferenceSession(str(self.path), sess_options=opts, providers=chain)
+            except Exception as e:  # onnxruntime raises its own Fail/InvalidGraph/... types
+                first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+                if self.provider is None and len(chain) > 1 and not _is_model_error(e):
+                    self.fallback = f"{chain[0]} failed ({first}); using {chain[1]}"
+                    chain = chain[1:]
+                    continue
+                raise ArtefactError(f"{self.path}: onnxruntime cannot load it ({first})") from None
+
+    def declared_input_shape(self) -> tuple[int | None, ...]:
+        """Per-sample input shape the graph declares (None for symbolic dimensions)."""
+        return tuple(d if isinstance(d, int) else None for d in self._input_dims[1:])
+
+    def declared_output_width(self) -> int | None:
+        d = self._session.get_outputs()[0].shape
+        return d[-1] if d and isinstance(d[-1], int) else None
+
+    def _infer(self, batch: np.ndarray) -> np.ndarray:
+        x = batch.astype(self._input_dtype, copy=False)
+        if self._fixed_batch is None or len(x) == 0:
+            return self._run(x)
+        # A graph exported with a fixed batch: run full chunks, zero-pad the last one.
+        b, out = self._fixed_batch, []
+        for s in range(0, len(x), b):
+            chunk = x[s:s + b]
+            n = len(chunk)
+            if n < b:
+                chunk = np.concatenate([chunk, np.zeros((b - n, *chunk.shape[1:]), chunk.dtype)])
+            out.append(self._run(chunk)[:n])
+        return np.concatenate(out)
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        return np.asarray(self._session.run(None, {self._input_name: x})[0], dtype=np.float32)
+
+    def describe(self) -> dict[str, Any]:
+        d = super().describe()
+        d.update(threads=self.threads, spinning=self.spinning is not False, requested_provider=self.provider,
+                 device=self.device)
+        if self.loaded:
+            d["providers"] = self._session.get_providers()
+            d["precision"] = self.card.precision
+        if self.fallback:
+            d["provider_fallback"] = self.fallback
+        return d
+
+    def _close(self) -> None:
+        self._session = None
+
+
+def _is_model_error(e: Exception) -> bool:
+    """Errors about the file itself: retrying with another provider would not help."""
+    name, msg = type(e).__name__, str(e)
+    return name in ("InvalidProtobuf", "InvalidGraph", "NoSuchFile") or "Protobuf parsing failed" in msg

@@ -1,0 +1,173 @@
+"""TensorRT backend for ``.trt``/``.engine``/``.plan`` files (TensorRT 10 tensor API), without torch.
+
+Order matters: the JSON sidecar is read and checked against this machine (TensorRT/CUDA versions,
+GPU) *before* deserialising, because a mismatched engine either fails with a bare ``None`` or, worse,
+loads and computes garbage. Then: one execution context, page-locked host buffers and device
+buffers sized for the profile's largest batch, bound once with ``set_tensor_address``; per chunk
+``set_input_shape`` (within the optimisation profile: larger batches are split, a batch below the
+profile's minimum is zero-padded), async H2D copy, ``execute_async_v3``, async D2H copy, one sync.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from bonedeploy.backends.base import Backend, register_backend
+from bonedeploy.backends.cudamem import CudaError, open_cuda
+from bonedeploy.errors import ArtefactError, BackendUnavailableError, ConfigError
+
+OPTIONS = ("device", "batch_size", "cuda_binding", "profile")
+REBUILD = "rebuild it on this machine with `bonedeploy export model.onnx`"
+
+
+def plan_chunks(n: int, min_batch: int, max_batch: int) -> list[tuple[int, int, int]]:
+    """Split ``n`` samples into (start, count, run_size) chunks the profile accepts:
+    ``count <= max_batch`` and ``run_size = max(count, min_batch)`` (the rest is padding)."""
+    if min_batch < 1 or max_batch < min_batch:
+        raise ArtefactError(f"invalid optimisation profile batch range [{min_batch}, {max_batch}]")
+    return [(s, min(max_batch, n - s), max(min(max_batch, n - s), min_batch)) for s in range(0, n, max_batch)]
+
+
+def _import_tensorrt():
+    try:
+        import tensorrt as trt
+    except ImportError as e:
+        raise BackendUnavailableError(
+            f"the tensorrt backend needs TensorRT and a CUDA GPU ({e}); on a machine without them "
+            "run the .onnx file with the onnxruntime backend") from None
+    return trt
+
+
+@register_backend
+class TensorRTBackend(Backend):
+    name = "tensorrt"
+    suffixes = (".trt", ".engine", ".plan")
+
+    def __init__(self, path, **options: Any):
+        super().__init__(path, **options)
+        unknown = sorted(k for k, v in options.items() if k not in OPTIONS and v is not None)
+        if unknown:
+            raise ConfigError(f"tensorrt backend: unknown options {unknown}; valid options: {', '.join(OPTIONS)}")
+        if options.get("device") not in (None, "auto", "cuda"):
+            raise ConfigError(f"tensorrt backend runs on CUDA only: device {options['device']!r}; valid: auto, cuda")
+        self.profile = int(options.get("profile") or 0)
+        self.notes: list[str] = []
+        self._mem = None
+
+    def _load(self) -> None:
+        from bonedeploy.export import sidecar as sc
+
+        side = sc.read_sidecar(self.path)  # first: no TensorRT needed to say what the engine is
+        self._card = sc.card_from_sidecar(side, str(sc.sidecar_path(self.path)))
+        trt = _import_tensorrt()
+        self.notes = sc.check_compatible(side, sc.runtime_facts(), self.path)  # advisory differences
+        self._mem = open_cuda(self.options.get("cuda_binding"))
+        self._trt = trt
+        try:
+            self._open_engine()
+        except BaseException:
+            self._close()  # free whatever was allocated before the failure
+            raise
+
+    def _open_engine(self) -> None:
+        trt = self._trt
+        self._runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+        self._engine = self._runtime.deserialize_cuda_engine(self.path.read_bytes())
+        if self._engine is None:
+            raise ArtefactError(f"{self.path}: TensorRT could not deserialise this engine (built by "
+                                f"another TensorRT version or GPU, or corrupt); {REBUILD}")
+        self._context = self._engine.create_execution_context()
+        if self._context is None:
+            raise CudaError(f"{self.path}: TensorRT could not create an execution context (GPU memory?)")
+        self._bind_io()
+
+    def _bind_io(self) -> None:
+        trt, engine = self._trt, self._engine
+        names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+        ins = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        outs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
+        if len(ins) != 1 or len(outs) != 1:
+            raise ArtefactError(f"{self.path}: expected one input and one output tensor, got {ins} -> {outs}")
+        self._in, self._out = ins[0], outs[0]
+        in_shape = tuple(engine.get_tensor_shape(self._in))
+        out_shape = tuple(engine.get_tensor_shape(self._out))
+        if in_shape[0] == -1:
+            lo, _, hi = engine.get_tensor_profile_shape(self._in, self.profile)
+            self._min_b, self._max_b = int(lo[0]), int(hi[0])
+        else:
+            self._min_b = self._max_b = int(in_shape[0])
+        self._sample_in, self._sample_out = in_shape[1:], out_shape[1:]
+        if any(d < 0 for d in (*self._sample_in, *self._sample_out)):
+            raise ArtefactError(f"{self.path}: only the batch axis may be dynamic; input {in_shape}, "
+                                f"output {out_shape}")
+        in_dtype = trt.nptype(engine.get_tensor_dtype(self._in))
+        out_dtype = trt.nptype(engine.get_tensor_dtype(self._out))
+        mem = self._mem
+        self._stream = mem.stream_create()
+        self._h_in = mem.host_empty((self._max_b, *self._sample_in), in_dtype)
+        self._h_out = mem.host_empty((self._max_b, *self._sample_out), out_dtype)
+        self._d_in = mem.malloc(self._h_in.nbytes)
+        self._d_out = mem.malloc(self._h_out.nbytes)
+        for name, ptr in ((self._in, self._d_in), (self._out, self._d_out)):
+            if not self._context.set_tensor_address(name, ptr):
+                raise ArtefactError(f"{self.path}: set_tensor_address({name!r}) refused")
+
+    def declared_input_shape(self) -> tuple[int | None, ...]:
+        return tuple(int(d) for d in self._sample_in)
+
+    def declared_output_width(self) -> int | None:
+        return int(self._sample_out[-1]) if self._sample_out else None
+
+    def _infer(self, batch: np.ndarray) -> np.ndarray:
+        out = []
+        for start, n, run in plan_chunks(len(batch), self._min_b, self._max_b):
+            out.append(self._run_chunk(batch[start:start + n], run))
+        if not out:
+            return np.zeros((0, *self._sample_out), np.float32)
+        return np.concatenate(out)
+
+    def _run_chunk(self, chunk: np.ndarray, run: int) -> np.ndarray:
+        n, mem = len(chunk), self._mem
+        self._h_in[:n] = chunk  # casts to the engine's input dtype
+        if run > n:
+            self._h_in[n:run] = 0
+        if not self._context.set_input_shape(self._in, (run, *self._sample_in)):
+            raise ArtefactError(f"{self.path}: batch {run} is outside the engine's optimisation profile "
+                                f"[{self._min_b}, {self._max_b}]")
+        per_in = self._h_in.nbytes // self._max_b
+        per_out = self._h_out.nbytes // self._max_b
+        mem.htod_async(self._d_in, self._h_in, run * per_in, self._stream)
+        if not self._context.execute_async_v3(mem.handle(self._stream)):
+            raise CudaError(f"{self.path}: TensorRT execute_async_v3 failed for batch {run}")
+        mem.dtoh_async(self._h_out, self._d_out, run * per_out, self._stream)
+        mem.synchronize(self._stream)
+        return np.array(self._h_out[:n], dtype=np.float32)  # a copy: the pinned buffer is reused
+
+    def synchronize(self) -> None:
+        if self.loaded:
+            self._mem.synchronize(self._stream)
+
+    def describe(self) -> dict[str, Any]:
+        d = super().describe()
+        if self.loaded:
+            d.update(profile_batch=[self._min_b, self._max_b], cuda_binding=self._mem.name,
+                     precision=self.card.precision, tensorrt=getattr(self._trt, "__version__", None))
+            if self.notes:
+                d["notes"] = self.notes
+        return d
+
+    def _close(self) -> None:
+        mem = self._mem
+        if mem is not None:
+            for ptr in (getattr(self, "_d_in", None), getattr(self, "_d_out", None)):
+                if ptr:
+                    mem.free(ptr)
+            for arr in (getattr(self, "_h_in", None), getattr(self, "_h_out", None)):
+                if arr is not None:
+                    mem.free_host(arr)
+            if getattr(self, "_stream", None) is not None:
+                mem.stream_destroy(self._stream)
+        self._context = self._engine = self._runtime = None
+        self._d_in = self._d_out = self._h_in = self._h_out = self._stream = None

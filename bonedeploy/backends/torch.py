@@ -1,0 +1,144 @@
+"""PyTorch backend for ``.pt`` checkpoints: CPU or CUDA, fp32 or fp16, optional CUDA-graph replay.
+
+Options: ``device`` cpu|cuda|auto (default auto), ``precision`` fp32|fp16 (fp16 needs CUDA: on the
+CPU it is refused rather than silently run in fp32, because a user asking for fp16 is measuring
+or validating fp16), ``cuda_graph`` (CUDA only) with ``batch_size``: the graph is captured once
+for that batch size; smaller batches are padded to it, larger ones split.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from bonedeploy.backends.base import Backend, register_backend
+from bonedeploy.errors import BackendUnavailableError, ConfigError
+
+DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("fp32", "fp16")
+VALID_COMBOS = "device=cpu with precision=fp32; device=cuda with precision=fp32|fp16 (optionally cuda_graph)"
+OPTIONS = ("device", "precision", "cuda_graph", "batch_size", "warmup")
+
+
+@register_backend
+class TorchBackend(Backend):
+    name = "torch"
+    suffixes = (".pt", ".pth")
+
+    def __init__(self, path, **options: Any):
+        super().__init__(path, **options)
+        unknown = sorted(k for k, v in options.items() if k not in OPTIONS and v is not None)
+        if unknown:
+            raise ConfigError(f"torch backend: unknown options {unknown}; valid options: {', '.join(OPTIONS)}")
+        self.device_opt = options.get("device") or "auto"
+        self.precision = options.get("precision") or "fp32"
+        self.cuda_graph = bool(options.get("cuda_graph"))
+        self.graph_batch = options.get("batch_size")
+        self.warmup = int(options.get("warmup") or 3)
+        if self.device_opt not in DEVICES:
+            raise ConfigError(f"torch backend: device {self.device_opt!r}; valid: {', '.join(DEVICES)}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"torch backend: precision {self.precision!r}; valid: {', '.join(PRECISIONS)}")
+        if self.cuda_graph and not (isinstance(self.graph_batch, int) and self.graph_batch > 0):
+            raise ConfigError("torch backend: cuda_graph needs a fixed positive batch_size")
+        self._graph = None
+
+    def _load(self) -> None:
+        try:
+            import torch
+        except ImportError as e:
+            raise BackendUnavailableError(
+                f"{self.path}: the torch backend needs PyTorch ({e}); install bonedeploy[train] "
+                "or export the checkpoint to ONNX"
+            ) from None
+        from bonedeploy.checkpoint import card_from_checkpoint, load_checkpoint, model_from_checkpoint
+
+        device = self._resolve_device(torch)
+        ckpt = load_checkpoint(self.path)
+        self._card = card_from_checkpoint(ckpt, str(self.path))
+        model = model_from_checkpoint(ckpt, str(self.path))
+        self._dtype = torch.float16 if self.precision == "fp16" else torch.float32
+        self._model = model.to(device=device, dtype=self._dtype).eval()
+        self._device = device
+        self._torch = torch
+        if self.cuda_graph:
+            self._capture_graph()
+
+    def _resolve_device(self, torch) -> str:
+        has_cuda = torch.cuda.is_available()
+        device = ("cuda" if has_cuda else "cpu") if self.device_opt == "auto" else self.device_opt
+        if device == "cuda" and not has_cuda:
+            raise BackendUnavailableError(f"{self.path}: device=cuda requested but torch sees no CUDA GPU")
+        if device == "cpu" and (self.precision == "fp16" or self.cuda_graph):
+            wanted = "fp16" if self.precision == "fp16" else "cuda_graph"
+            raise ConfigError(f"torch backend: {wanted} needs a CUDA device (resolved device: cpu); "
+                              f"valid combinations: {VALID_COMBOS}")
+        return device
+
+    def _capture_graph(self) -> None:
+        """Warm up on a side stream (cuDNN autotuning, allocator), then capture one replayable graph
+        with static input/output buffers (the PyTorch CUDA-graphs recipe)."""
+        torch = self._torch
+        torch.backends.cudnn.benchmark = True  # one fixed shape: let cuDNN pick its fastest kernels
+        shape = (self.graph_batch, *self.card.preprocess.input_shape)
+        # float32 in and out; the fp16 casts are captured in the graph, so the copies are plain DMA
+        # from/to pinned staging buffers (pageable memory would be staged by the driver).
+        self._static_in = torch.zeros(shape, device=self._device, dtype=torch.float32)
+        self._host_in = torch.zeros(shape, dtype=torch.float32).pin_memory()
+
+        def forward():
+            return self._model(self._static_in.to(self._dtype)).float()
+
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.no_grad(), torch.cuda.stream(side):
+            for _ in range(max(self.warmup, 1)):
+                forward()
+        torch.cuda.current_stream().wait_stream(side)
+        self._graph = torch.cuda.CUDAGraph()
+        with torch.no_grad(), torch.cuda.graph(self._graph):
+            self._static_out = forward()
+        self._host_out = torch.zeros(self._static_out.shape, dtype=torch.float32).pin_memory()
+        torch.cuda.synchronize()
+
+    def _infer(self, batch: np.ndarray) -> np.ndarray:
+        if self._graph is not None:
+            return self._infer_graph(batch)
+        torch = self._torch
+        with torch.inference_mode():
+            x = torch.from_numpy(batch).to(self._device, non_blocking=True).to(self._dtype)
+            return self._model(x).float().cpu().numpy()
+
+    def _infer_graph(self, batch: np.ndarray) -> np.ndarray:
+        """Replay the captured graph chunk by chunk; the last partial chunk is zero-padded and sliced."""
+        torch = self._torch
+        size, out = self.graph_batch, []
+        for start in range(0, len(batch), size):
+            chunk = torch.from_numpy(batch[start:start + size])
+            n = len(chunk)
+            self._host_in[:n].copy_(chunk)
+            if n < size:
+                self._host_in[n:].zero_()
+            self._static_in.copy_(self._host_in, non_blocking=True)
+            self._graph.replay()
+            self._host_out.copy_(self._static_out, non_blocking=True)
+            torch.cuda.current_stream().synchronize()
+            out.append(self._host_out[:n].numpy().copy())
+        return np.concatenate(out) if out else np.zeros((0, len(self.card.classes)), np.float32)
+
+    def synchronize(self) -> None:
+        if self.loaded and self._device == "cuda":
+            self._torch.cuda.synchronize()
+
+    def describe(self) -> dict[str, Any]:
+        d = super().describe()
+        d.update(device=getattr(self, "_device", self.device_opt), precision=self.precision,
+                 cuda_graph=self.cuda_graph, graph_batch=self.graph_batch if self.cuda_graph else None)
+        if self.loaded and self._device == "cuda":
+            d["gpu"] = self._torch.cuda.get_device_name()
+        return d
+
+    def _close(self) -> None:
+        self._graph = self._static_in = self._static_out = self._host_in = self._host_out = None
+        self._model = None

@@ -1,0 +1,169 @@
+"""PyTorch -> ONNX fp32, plus the checks and metadata every exported ONNX file gets.
+
+Exporter choice: ``torch.onnx.export(..., dynamo=True)`` (the torch.export-based exporter, the
+default since PyTorch 2.9). The legacy TorchScript exporter (``dynamo=False``) still works in torch
+2.14 but warns that it will be removed. The dynamo exporter gives a checker-clean graph with a
+symbolic batch axis, folds BatchNorm into the convolutions, and its bytes are identical for the
+same weights once we (a) keep the weights inside the file (``external_data=False``; the only
+difference between two runs was the external-data file name) and (b) strip the per-node debug
+metadata it records (stack traces with this checkout's absolute paths), so the same checkpoint
+gives the same sha256 on any machine with the same library versions.
+
+Opset 18 is the exporter's native opset; 17 is accepted (onnx's version converter runs).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from bonedeploy.artefacts import ModelCard
+from bonedeploy.errors import ArtefactError, ConfigError
+from bonedeploy.fsutil import atomic_path
+
+if TYPE_CHECKING:  # pragma: no cover
+    import onnx
+
+DEFAULT_OPSET = 18
+MIN_OPSET = 17
+MAX_OPSET = 23
+INPUT_NAME = "image"
+OUTPUT_NAME = "logits"
+BATCH_DIM = "batch"
+_PROTOBUF_LIMIT = 2**31 - 1  # one ONNX file without external data
+
+
+def validate_opset(opset: int) -> int:
+    if not MIN_OPSET <= int(opset) <= MAX_OPSET:
+        raise ConfigError(f"--opset {opset}: valid opsets are {MIN_OPSET}..{MAX_OPSET} "
+                          f"(default {DEFAULT_OPSET})")
+    return int(opset)
+
+
+def export_fp32(model: Any, card: ModelCard, opset: int = DEFAULT_OPSET) -> "onnx.ModelProto":
+    """The model in eval mode as an fp32 ``ModelProto``: input ``image`` N x C x H x W float32
+    with a dynamic batch axis, output ``logits`` N x classes, card in ``metadata_props``."""
+    import torch
+
+    opset = validate_opset(opset)
+    model = model.eval()  # dropout off, BatchNorm on running stats: the export never sees training
+    example = torch.zeros(2, *card.preprocess.input_shape, dtype=torch.float32)
+    batch = torch.export.Dim(BATCH_DIM, min=1)
+    with torch.no_grad():
+        program = torch.onnx.export(
+            model, (example,), None, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+            opset_version=opset, dynamo=True, dynamic_shapes=({0: batch},),
+            external_data=False, optimize=True, verbose=False,
+        )
+    proto = program.model_proto
+    strip_debug_info(proto)
+    card = card.with_(precision="fp32", extra={**card.extra, "opset": opset,
+                                                "exporter": f"torch.onnx dynamo (torch {torch.__version__})"})
+    set_card(proto, card)
+    return proto
+
+
+def strip_debug_info(proto: "onnx.ModelProto") -> None:
+    """Drop exporter debug metadata (stack traces, FX node names) and doc strings from the graph:
+    they hold local paths and make bytes differ between checkouts. Model-level props are kept."""
+    g = proto.graph
+    for node in g.node:
+        node.doc_string = ""
+        del node.metadata_props[:]
+    for coll in (g.input, g.output, g.value_info, g.initializer):
+        for item in coll:
+            if hasattr(item, "metadata_props"):
+                del item.metadata_props[:]
+            if hasattr(item, "doc_string"):
+                item.doc_string = ""
+    if hasattr(g, "metadata_props"):
+        del g.metadata_props[:]
+    g.doc_string = ""
+
+
+def set_card(proto: "onnx.ModelProto", card: ModelCard) -> None:
+    """Replace the ``bonedeploy.*`` metadata_props with ``card`` (sorted: stable bytes)."""
+    from bonedeploy.artefacts import PREFIX
+
+    keep = [(p.key, p.value) for p in proto.metadata_props if not p.key.startswith(PREFIX)]
+    del proto.metadata_props[:]
+    for k, v in sorted(keep + list(card.to_props().items())):
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = k, v
+
+
+def read_card(proto: "onnx.ModelProto", where: str = "model.onnx") -> ModelCard:
+    return ModelCard.from_props({p.key: p.value for p in proto.metadata_props}, where)
+
+
+def check_onnx(proto: "onnx.ModelProto", where: str | Path) -> None:
+    """``onnx.checker`` full check, strict shape inference, and our IO contract; one-line
+    ``ArtefactError`` naming ``where`` and the cause."""
+    import onnx
+
+    try:  # full_check includes strict, type-checked shape inference
+        onnx.checker.check_model(proto, full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError, ValueError) as e:
+        raise ArtefactError(f"{where}: fails the ONNX checker ({_first_line(e)})") from None
+    check_io(proto, where)
+
+
+def check_io(proto: "onnx.ModelProto", where: str | Path) -> None:
+    """One float32 4-D input ``image`` with a symbolic batch axis, one float32 output ``logits``."""
+    import onnx
+
+    g = proto.graph
+    inits = {i.name for i in g.initializer}
+    inputs = [i for i in g.input if i.name not in inits]
+    if len(inputs) != 1 or len(g.output) != 1:
+        raise ArtefactError(f"{where}: expected one input and one output, found "
+                            f"{[i.name for i in inputs]} -> {[o.name for o in g.output]}")
+    for vi, name in ((inputs[0], INPUT_NAME), (g.output[0], OUTPUT_NAME)):
+        t = vi.type.tensor_type
+        if vi.name != name or t.elem_type != onnx.TensorProto.FLOAT:
+            raise ArtefactError(f"{where}: {vi.name!r} is {onnx.TensorProto.DataType.Name(t.elem_type)}; "
+                                f"expected float32 {name!r} (was it exported by bonedeploy?)")
+    dims = inputs[0].type.tensor_type.shape.dim
+    if len(dims) != 4 or not dims[0].dim_param:
+        raise ArtefactError(f"{where}: input 'image' must be N x C x H x W with a dynamic batch axis")
+
+
+def input_shape(proto: "onnx.ModelProto") -> tuple[int, ...]:
+    """C x H x W of the input (for the engine's optimisation profile)."""
+    dims = proto.graph.input[0].type.tensor_type.shape.dim
+    return tuple(int(d.dim_value) for d in dims[1:])
+
+
+def load_onnx(path: str | Path) -> "onnx.ModelProto":
+    """Read and check an ONNX file; every failure is one ``ArtefactError`` line naming it."""
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    path = Path(path)
+    if not path.is_file():
+        raise ArtefactError(f"{path}: no such file")
+    if path.stat().st_size == 0:
+        raise ArtefactError(f"{path}: empty file")
+    try:
+        proto = onnx.load(str(path))
+    except (DecodeError, OSError, ValueError, RuntimeError) as e:
+        raise ArtefactError(f"{path}: not a readable ONNX file, truncated or corrupt ({_first_line(e)})") from None
+    check_onnx(proto, path)
+    return proto
+
+
+def save_onnx(proto: "onnx.ModelProto", path: str | Path) -> Path:
+    """Write one self-contained file atomically (temp name, then rename)."""
+    import onnx
+
+    path = Path(path)
+    if proto.ByteSize() > _PROTOBUF_LIMIT:
+        raise ArtefactError(f"{path}: the model is over 2 GiB, which one ONNX file cannot hold")
+    with atomic_path(path) as tmp:
+        onnx.save_model(proto, str(tmp))
+    return path
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return (text.splitlines()[0] if text else type(e).__name__)[:240]

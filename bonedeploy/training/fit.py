@@ -1,0 +1,209 @@
+"""``train(config)``: validate, decode once, fit, keep the best-validation weights, report.
+
+Order matters: every check that can fail (options, device, data, resume compatibility) runs
+before the output folder is touched, so a refused run leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bonedeploy.artefacts import ModelCard
+from bonedeploy.checkpoint import load_checkpoint, save_checkpoint
+from bonedeploy.errors import BonedeployError, ConfigError
+from bonedeploy.fsutil import write_json
+from bonedeploy.preprocess import SEED_SPEC, PreprocessSpec
+from bonedeploy.training import state as st
+from bonedeploy.training.config import TrainConfig
+from bonedeploy.training.dataset import TrainingData, check_sizes, load_training_data
+from bonedeploy.training.loop import batches_per_epoch, evaluate, train_epoch
+from bonedeploy.training.progress import Reporter
+from bonedeploy.training.runtime import Runtime, configured, resolve_runtime
+
+# Files a run leaves in its folder (``--overwrite`` removes exactly these first).
+RUN_FILES = (st.BEST, st.LAST, "metrics.json", "curves.png", "report.md", "report.json")
+
+
+class TrainingInterrupted(BonedeployError):
+    """Ctrl-C: say where the run stands and how to continue it (exit status 130, as for SIGINT)."""
+
+    exit_code = 130
+
+
+@dataclass
+class TrainResult:
+    out: Path
+    config: TrainConfig
+    best: dict[str, Any]  # the saved epoch's history record
+    report: dict[str, Any]  # report.json
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def best_path(self) -> Path:
+        return self.out / st.BEST
+
+
+def is_better(rec: dict[str, Any], best: dict[str, Any] | None) -> bool:
+    """Higher validation accuracy wins; a tie goes to the lower validation loss."""
+    if best is None:
+        return True
+    return (rec["val_acc"], -rec["val_loss"]) > (best["val_acc"], -best["val_loss"])
+
+
+def train(cfg: TrainConfig, reporter: Reporter | None = None,
+          spec: PreprocessSpec = SEED_SPEC, data: TrainingData | None = None) -> TrainResult:
+    """Train one run. ``data``: already decoded images for this config's data/split settings
+    (a sweep decodes once for all its runs); default: decode here."""
+    reporter = reporter or Reporter()
+    resume, last_path = None, None
+    if cfg.resume:
+        last_path = st.find_last(cfg.resume)
+        resume = st.load_last(last_path)
+        cfg = st.merge_resume(cfg, resume["config"], last_path)
+        spec = PreprocessSpec.from_dict(resume["card"]["preprocess"])
+    cfg = cfg.resolve()
+    if not cfg.data:
+        raise ConfigError("no DATA folder given (an image folder with one sub-folder per class)")
+    rt = resolve_runtime(cfg.device, cfg.precision, cfg.channels_last, cfg.deterministic)
+    out = Path(cfg.out)
+    if resume is None:
+        _check_out_free(out, cfg.overwrite)
+    elif resume["epoch"] >= cfg.epochs and (out / "report.json").is_file():
+        # (without a report, e.g. killed while writing it, the resume just writes the report)
+        raise ConfigError(f"{out} already trained {resume['epoch']} of {cfg.epochs} epochs; "
+                          f"pass --epochs N with N > {resume['epoch']} to train further")
+    if data is None:
+        data = load_training_data(cfg, spec, reporter)
+    else:
+        check_sizes(len(data.y_train), len(data.y_val), cfg.batch_size, cfg.data)
+    if resume is not None:
+        st.check_same_data(resume["split"], data.split, last_path)
+    cfg = cfg.replace(device=rt.device.type, precision=rt.precision, channels_last=rt.channels_last)
+    with configured(rt):
+        return _fit(cfg, rt, data, spec, out, resume, reporter)
+
+
+def _fit(cfg: TrainConfig, rt: Runtime, data: TrainingData, spec: PreprocessSpec, out: Path,
+         resume: dict[str, Any] | None, reporter: Reporter) -> TrainResult:
+    from bonedeploy.models import create_model
+
+    torch.manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    kwargs = dict(cfg.model_kwargs)
+    if len(data.classes) != 2:
+        kwargs["num_classes"] = len(data.classes)
+    model = create_model(cfg.model, **kwargs).to(rt.device)
+    if rt.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                 fused=True if rt.is_cuda else None)
+    history: list[dict[str, Any]] = []
+    best: dict[str, Any] | None = None
+    if resume is not None:
+        model.load_state_dict(resume["state_dict"])
+        optimizer.load_state_dict(resume["optimizer"])
+        st.restore_rng(resume["rng"], gen)
+        history = list(resume["history"])
+        best = resume.get("best")
+        reporter.message(f"resuming {out} after epoch {resume['epoch']}")
+
+    card = ModelCard(model=cfg.model, classes=data.classes, preprocess=spec, precision="fp32")
+    base = st.base_checkpoint(cfg.replace(resume=None), card, data.split, data.bad, rt.describe())
+    base["model_kwargs"] = kwargs
+    x_tr, y_tr, x_va, y_va = data.on(rt.device)
+    eval_bs = cfg.eval_batch_size or max(cfg.batch_size, 128 if rt.is_cuda else cfg.batch_size)
+    first = len(history) + 1
+    _prepare_out(out, cfg.overwrite and resume is None)
+    reporter.start(cfg.model, first, cfg.epochs, batches_per_epoch(len(y_tr), cfg.batch_size))
+    best_state, best_dirty, last_save = None, False, time.monotonic()
+    last_pt = resume["epoch"] if resume is not None else None  # epoch held by last.pt
+    try:
+        for epoch in range(first, cfg.epochs + 1):
+            t0 = time.perf_counter()
+            fit_loss = train_epoch(model, optimizer, x_tr, y_tr, batch_size=cfg.batch_size,
+                                   hflip_p=spec.hflip_p, gen=gen, rt=rt, on_batch=reporter.batch)
+            tr = evaluate(model, x_tr, y_tr, batch_size=eval_bs, rt=rt)
+            va = evaluate(model, x_va, y_va, batch_size=eval_bs, rt=rt)
+            rec = {"epoch": epoch, "train_loss": tr.loss, "train_acc": tr.accuracy,
+                   "val_loss": va.loss, "val_acc": va.accuracy, "fit_loss": fit_loss,
+                   "seconds": time.perf_counter() - t0}
+            history.append(rec)
+            if is_better(rec, best):
+                best = dict(rec)
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                best_dirty = True
+            reporter.epoch(rec, cfg.epochs, best)
+            if epoch == cfg.epochs or time.monotonic() - last_save >= cfg.save_every:
+                # best.pt first: a last.pt never names a best epoch that best.pt lacks.
+                if best_dirty:
+                    _save_best(out, base, best_state, best, history)
+                    best_dirty = False
+                _save_last(out, base, model, optimizer, gen, epoch, rec, best, history)
+                last_save, last_pt = time.monotonic(), epoch
+            write_json(out / "metrics.json", _metrics(cfg, rt, history, best, last_pt))
+    except KeyboardInterrupt:
+        saved = f"last.pt holds epoch {last_pt}" if last_pt else "no last.pt yet"
+        raise TrainingInterrupted(f"interrupted during epoch {len(history) + 1}; {saved}; "
+                                  f"continue with: bonedeploy train --resume {out}") from None
+    finally:
+        reporter.close()
+    report = _report(out, data, rt, eval_bs)
+    return TrainResult(out, cfg, best or {}, report, history)
+
+
+def _report(out: Path, data: TrainingData, rt: Runtime, eval_bs: int) -> dict[str, Any]:
+    """Evaluate best.pt as saved (fp32, as export will see it) and write the run's report."""
+    from bonedeploy.checkpoint import model_from_checkpoint
+    from bonedeploy.train_report import write_report
+
+    ckpt = load_checkpoint(out / st.BEST)
+    model = model_from_checkpoint(ckpt, str(out / st.BEST)).to(rt.device)
+    fp32 = Runtime(rt.device, "fp32", False, rt.deterministic)
+    x_tr, y_tr, x_va, y_va = data.on(rt.device)
+    logits = {part: evaluate(model, x, y, batch_size=eval_bs, rt=fp32).logits.numpy()
+              for part, x, y in (("train", x_tr, y_tr), ("val", x_va, y_va))}
+    labels = {"train": y_tr.cpu().numpy(), "val": y_va.cpu().numpy()}
+    return write_report(out, ckpt, logits, labels, paths={"val": data.val_paths})
+
+
+def _save_best(out: Path, base: dict, state: dict, best: dict, history: list) -> None:
+    save_checkpoint(out / st.BEST, {
+        **base, "state_dict": {k: v.to("cpu").contiguous() for k, v in state.items()},
+        "epoch": best["epoch"], "metrics": dict(best), "history": list(history)})
+
+
+def _save_last(out: Path, base: dict, model, optimizer, gen, epoch: int, rec: dict,
+               best: dict | None, history: list) -> None:
+    save_checkpoint(out / st.LAST, {
+        **base, "state_dict": st.cpu_state_dict(model), "epoch": epoch, "metrics": dict(rec),
+        "history": list(history), "best": dict(best) if best else None,
+        "optimizer": optimizer.state_dict(), "rng": st.rng_state(gen)})
+
+
+def _metrics(cfg: TrainConfig, rt: Runtime, history: list, best: dict | None,
+             last_pt: int | None) -> dict[str, Any]:
+    return {"model": cfg.model, "epochs": cfg.epochs, "completed_epochs": len(history),
+            "last_pt_epoch": last_pt,
+            "best_epoch": best["epoch"] if best else None, "best": best,
+            "config": cfg.to_dict(), "runtime": rt.describe(), "history": history}
+
+
+def _check_out_free(out: Path, overwrite: bool) -> None:
+    taken = [n for n in (st.BEST, st.LAST) if (out / n).exists()]
+    if taken and not overwrite:
+        raise ConfigError(f"{out} already holds a run ({', '.join(taken)}); pass --resume {out} "
+                          f"to continue it, --overwrite to start over, or another --out")
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file, not a folder")
+
+
+def _prepare_out(out: Path, clear: bool) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    if clear:
+        for name in RUN_FILES:
+            (out / name).unlink(missing_ok=True)

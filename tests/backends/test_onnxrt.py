@@ -1,0 +1,130 @@
+"""onnxruntime backend: card from metadata_props, provider choice, threads, fixed batches, errors."""
+
+import os
+
+import numpy as np
+import pytest
+
+from bonedeploy.backends.onnxrt import OnnxRuntimeBackend, physical_cores, resolve_provider
+from bonedeploy.errors import ArtefactError, BackendUnavailableError, ConfigError
+from bonedeploy.testing import tiny_card, tiny_logits, tiny_onnx_classifier
+
+ALL = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "AzureExecutionProvider", "CPUExecutionProvider"]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return tiny_onnx_classifier(tmp_path_factory.mktemp("onnx") / "tiny.onnx")
+
+
+def batch(n, size=32, seed=0):
+    return np.random.default_rng(seed).random((n, 1, size, size), dtype=np.float32)
+
+
+def test_runs_the_graph_and_reads_the_card_from_metadata(tiny):
+    with OnnxRuntimeBackend(tiny) as b:
+        assert b.card == tiny_card()
+        x = batch(5)
+        np.testing.assert_allclose(b.infer(x), tiny_logits(x), atol=1e-5)
+        assert b.declared_input_shape() == (1, 32, 32)
+        assert b.declared_output_width() == 2
+        d = b.describe()
+    assert d["providers"] == ["CPUExecutionProvider"] and d["threads"] == physical_cores()
+    assert not b.loaded
+
+
+def test_wrong_input_shape_is_refused_with_the_expected_one(tiny):
+    with OnnxRuntimeBackend(tiny) as b, pytest.raises(ConfigError, match="1 x 32 x 32"):
+        b.infer(batch(2, size=31))
+
+
+def test_graph_with_a_fixed_batch_pads_and_splits(tmp_path):
+    path = tiny_onnx_classifier(tmp_path / "fixed.onnx", graph_shape=(4, 1, 32, 32))
+    with OnnxRuntimeBackend(path) as b:
+        x = batch(9)
+        np.testing.assert_allclose(b.infer(x), tiny_logits(x), atol=1e-5)
+
+
+def test_fp16_graph_with_float32_io_runs(tmp_path, tiny):
+    onnx = pytest.importorskip("onnx")
+    from onnxconverter_common import float16
+
+    half = float16.convert_float_to_float16(onnx.load(tiny), keep_io_types=True)
+    onnx.save(half, tmp_path / "tiny.fp16.onnx")
+    with OnnxRuntimeBackend(tmp_path / "tiny.fp16.onnx") as b:
+        x = batch(3)
+        np.testing.assert_allclose(b.infer(x), tiny_logits(x), atol=2e-2)
+
+
+def test_onnx_without_bonedeploy_metadata_is_refused(tmp_path):
+    import onnx
+
+    path = tiny_onnx_classifier(tmp_path / "plain.onnx")
+    model = onnx.load(path)
+    del model.metadata_props[:]
+    onnx.save(model, path)
+    with pytest.raises(ArtefactError, match="plain.onnx.*no bonedeploy metadata"):
+        OnnxRuntimeBackend(path).load()
+
+
+def test_corrupt_file_is_one_clear_error(tmp_path):
+    path = tmp_path / "junk.onnx"
+    path.write_bytes(b"this is not a protobuf" * 10)
+    with pytest.raises(ArtefactError, match="junk.onnx: onnxruntime cannot load it"):
+        OnnxRuntimeBackend(path).load()
+
+
+@pytest.mark.parametrize("available, device, chain", [
+    (ALL, "auto", ALL[:2] + ["CPUExecutionProvider"]),
+    (["CUDAExecutionProvider", "CPUExecutionProvider"], "auto", ["CUDAExecutionProvider", "CPUExecutionProvider"]),
+    (["AzureExecutionProvider", "CPUExecutionProvider"], "auto", ["CPUExecutionProvider"]),
+    (ALL, "cpu", ["CPUExecutionProvider"]),
+    (ALL, "cuda", ALL[:2] + ["CPUExecutionProvider"]),
+])
+def test_automatic_provider_order_is_tensorrt_cuda_cpu(available, device, chain):
+    assert resolve_provider(None, available, device) == chain
+
+
+def test_provider_override_accepts_aliases_and_lists_what_is_available():
+    assert resolve_provider("cuda", ALL) == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert resolve_provider("CPUExecutionProvider", ALL) == ["CPUExecutionProvider"]
+    assert resolve_provider("TensorRT", ALL)[0] == "TensorrtExecutionProvider"
+    with pytest.raises(ConfigError, match="available providers: AzureExecutionProvider, CPUExecutionProvider"):
+        resolve_provider("cuda", ["AzureExecutionProvider", "CPUExecutionProvider"])
+    with pytest.raises(BackendUnavailableError, match="no GPU provider"):
+        resolve_provider(None, ["CPUExecutionProvider"], "cuda")
+    with pytest.raises(ConfigError, match="valid: auto, cpu, cuda"):
+        resolve_provider(None, ALL, "tpu")
+
+
+def test_unavailable_provider_fails_at_load_with_the_list(tiny):
+    with pytest.raises(ConfigError, match="not available here; available providers: .*CPUExecutionProvider"):
+        OnnxRuntimeBackend(tiny, provider="tensorrt").load()
+
+
+def test_failing_accelerator_falls_back_and_says_why(tiny, monkeypatch):
+    """onnxruntime-gpu lists the TensorRT EP even when TensorRT's libraries are missing; then
+    session creation fails and the next provider must be used, with the reason recorded."""
+    import onnxruntime as ort
+
+    real = ort.InferenceSession
+
+    def session(path, sess_options=None, providers=None):
+        if providers[0] != "CPUExecutionProvider":
+            raise RuntimeError("libnvinfer.so.10: cannot open shared object file")
+        return real(path, sess_options=sess_options, providers=providers)
+
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ALL)
+    monkeypatch.setattr(ort, "InferenceSession", session)
+    with OnnxRuntimeBackend(tiny) as b:
+        assert "libnvinfer" in b.describe()["provider_fallback"]
+        assert b.infer(batch(1)).shape == (1, 2)
+
+
+def test_physical_cores_is_within_the_affinity_mask():
+    assert 1 <= physical_cores() <= len(os.sched_getaffinity(0))
+
+
+def test_threads_option_overrides(tiny):
+    with OnnxRuntimeBackend(tiny, threads=1) as b:
+        assert b.describe()["threads"] == 1
