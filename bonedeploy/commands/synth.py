@@ -9,13 +9,13 @@ from rich.console import Console
 
 
 def command(
-    out: Path = typer.Argument(..., help="Output folder (gets Fractured/, Normal/ and synth.json)."),
+    out: Path = typer.Argument(..., help="Output folder: gets Fractured/, Normal/, synth.json."),
     n: int = typer.Option(200, "--n", help="Labelled images to write."),
     seed: int = typer.Option(0, "--seed", help="Same seed, same bytes."),
     difficulty: str = typer.Option("easy", "--difficulty",
                                    help="How subtle breaks are: easy, medium, hard."),
     test_n: int = typer.Option(0, "--test-n",
-                               help="Also write an unlabelled OUT/test/ with OUT/test_answers.csv."),
+                               help="Also write unlabelled OUT/test/ + OUT/test_answers.csv."),
     image_format: str = typer.Option("png", "--format", help="png or jpeg."),
     bit_depth: int = typer.Option(8, "--bit-depth", help="8, or 16 (grayscale PNG only)."),
     rgb: bool = typer.Option(False, "--rgb", help="Write 3-channel images (gray in RGB)."),

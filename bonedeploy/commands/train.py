@@ -53,6 +53,9 @@ def command(
                                        show_default=False),
     deterministic: bool = typer.Option(False, "--deterministic", help="Deterministic kernels "
                                        "(reproducible, slower on the GPU; implies fp32 with auto)."),
+    precise_bn: bool = typer.Option(False, "--precise-bn", help="Re-estimate BatchNorm statistics "
+                                    "on the training set before each evaluation (short schedules; "
+                                    "the seed did not)."),
     workers: int = typer.Option(None, "--workers", help="Image-decoding processes (default: all cores)."),
     save_every: float = typer.Option(30.0, "--save-every", help="Seconds between checkpoint writes; "
                                      "the last epoch always writes."),
@@ -73,7 +76,7 @@ def command(
         weight_decay=weight_decay, dropout=dropout, device=device, precision=precision, seed=seed,
         split_seed=split_seed, val_fraction=val_fraction, classes=parse_classes(classes),
         skip_bad=skip_bad, quiet=quiet, resume=str(resume) if resume else None,
-        channels_last=channels_last, deterministic=deterministic, workers=workers,
+        channels_last=channels_last, deterministic=deterministic, precise_bn=precise_bn, workers=workers,
         save_every=save_every, overwrite=overwrite,
     )
     reporter = LineReporter() if quiet else RichReporter()

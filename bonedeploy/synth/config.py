@@ -81,7 +81,8 @@ class SynthConfig:
                               f"choose one of: {_choices(IMAGE_FORMATS)}")
         object.__setattr__(self, "image_format", fmt)
         if self.bit_depth not in BIT_DEPTHS:
-            raise ConfigError(f"bit depth must be one of: {_choices(BIT_DEPTHS)}; got {self.bit_depth}")
+            raise ConfigError(f"bit depth must be one of: {_choices(BIT_DEPTHS)}; "
+                              f"got {self.bit_depth}")
         if self.bit_depth == 16 and (fmt != "png" or self.rgb):
             raise ConfigError("16-bit output is grayscale PNG only (JPEG and RGB PNG hold 8 bits); "
                               "use --bit-depth 8 with --format jpeg or --rgb")

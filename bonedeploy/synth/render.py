@@ -33,7 +33,8 @@ class RenderInfo:
     marker_box: tuple[int, int, int, int] | None = None  # x0, y0, x1, y1
     bone: str | None = None
     break_center: tuple[float, float] | None = None
-    break_box: tuple[float, float, float, float] | None = None  # every end of the line, both fragments
+    # every end of the fracture line, on both fragments
+    break_box: tuple[float, float, float, float] | None = None
     break_box_crop: tuple[float, float, float, float] | None = None  # same, in centre-crop pixels
     gap_px: float | None = None
     displacement_px: float | None = None
@@ -104,7 +105,8 @@ def _attenuation(rng: np.random.Generator, pose, parts, brk: Break | None,
     soft_phi = soft_tissue_phi(pose, x, y)
     if brk is not None and brk.swelling > 0:
         soft_phi = soft_phi - _swelling(brk, x, y, r)
-    atten = MU_FAT * chord(soft_phi, rho_t) + MU_MUSCLE * chord(soft_phi + 0.35 * rho_t, 0.65 * rho_t)
+    atten = (MU_FAT * chord(soft_phi, rho_t)
+             + MU_MUSCLE * chord(soft_phi + 0.35 * rho_t, 0.65 * rho_t))
     texture = _trabecular_texture(rng, grid.h, grid.w, r)
     for name, bone in parts.items():
         if brk is not None and brk.bone == name:
@@ -144,7 +146,8 @@ def _expose(atten: np.ndarray, look: dict[str, float], grid: Grid, r: float) -> 
         grid.y / grid.h - 0.5)
     signal = 1.0 - np.exp(-atten * look["exposure"] * (1.0 + look["heel"] * d))
     signal = np.clip(signal, 0.0, 1.0) ** look["gamma"]
-    signal = signal + look["sharpen"] * (signal - ndimage.gaussian_filter(signal, look["sharpen_sigma"] * r))
+    smooth = ndimage.gaussian_filter(signal, look["sharpen_sigma"] * r)
+    signal = signal + look["sharpen"] * (signal - smooth)
     signal = np.clip(signal, 0.0, 1.0)
     return (look["black"] + (look["white"] - look["black"]) * signal).astype(np.float32)
 
@@ -163,7 +166,8 @@ def _draw_marker(rng: np.random.Generator, image: np.ndarray,
     from PIL import Image, ImageDraw
 
     show, letter = rng.random() < p, str(rng.choice(["R", "L"]))
-    size_frac, corner, inset = rng.uniform(0.09, 0.14), int(rng.integers(4)), rng.uniform(0.02, 0.07)
+    size_frac, corner = rng.uniform(0.09, 0.14), int(rng.integers(4))
+    inset = rng.uniform(0.02, 0.07)
     boxed, level = rng.random() < 0.3, rng.uniform(0.85, 1.0)
     if not show:
         return None, None

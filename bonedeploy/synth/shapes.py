@@ -27,7 +27,7 @@ def unit(v: np.ndarray) -> np.ndarray:
 
 
 def rot(v: np.ndarray, deg: float) -> np.ndarray:
-    """Rotate a 2-vector by ``deg`` degrees (counter-clockwise on screen with y down = clockwise)."""
+    """Rotate a 2-vector by ``deg`` degrees (on screen, y down, positive turns clockwise)."""
     t = np.deg2rad(deg)
     c, s = np.cos(t), np.sin(t)
     return np.array([c * v[0] - s * v[1], s * v[0] + c * v[1]])
@@ -59,7 +59,7 @@ def circle(x: np.ndarray, y: np.ndarray, c: Point, r: float) -> np.ndarray:
 
 def ellipse_field(x: np.ndarray, y: np.ndarray, c: Point, axis: np.ndarray, a: float,
                   b: float) -> np.ndarray:
-    """1 - (u/a)^2 - (v/b)^2 in the ellipse's frame (positive inside); ``axis`` is the a-direction."""
+    """1 - (u/a)^2 - (v/b)^2 in the ellipse's frame (positive inside); ``axis`` points along a."""
     px, py = x - c[0], y - c[1]
     u = px * axis[0] + py * axis[1]
     v = -px * axis[1] + py * axis[0]

@@ -46,6 +46,7 @@ class TrainConfig:
     resume: str | None = None  # a run folder (or its last.pt)
     channels_last: bool | None = None  # default: on CUDA only
     deterministic: bool = False
+    precise_bn: bool = False  # re-estimate BatchNorm statistics on the train set before evaluating
     workers: int | None = None  # image-decoding processes (default: all cores)
     eval_batch_size: int | None = None
     save_every: float = 30.0  # seconds between checkpoint writes (the last epoch always writes)

@@ -21,7 +21,7 @@ from bonedeploy.preprocess import SEED_SPEC, PreprocessSpec
 from bonedeploy.training import state as st
 from bonedeploy.training.config import TrainConfig
 from bonedeploy.training.dataset import TrainingData, check_sizes, load_training_data
-from bonedeploy.training.loop import batches_per_epoch, evaluate, train_epoch
+from bonedeploy.training.loop import batches_per_epoch, evaluate, recalibrate_bn, train_epoch
 from bonedeploy.training.progress import Reporter
 from bonedeploy.training.runtime import Runtime, configured, resolve_runtime
 
@@ -127,6 +127,8 @@ def _fit(cfg: TrainConfig, rt: Runtime, data: TrainingData, spec: PreprocessSpec
             t0 = time.perf_counter()
             fit_loss = train_epoch(model, optimizer, x_tr, y_tr, batch_size=cfg.batch_size,
                                    hflip_p=spec.hflip_p, gen=gen, rt=rt, on_batch=reporter.batch)
+            if cfg.precise_bn:
+                recalibrate_bn(model, x_tr, batch_size=eval_bs, rt=rt)
             tr = evaluate(model, x_tr, y_tr, batch_size=eval_bs, rt=rt)
             va = evaluate(model, x_va, y_va, batch_size=eval_bs, rt=rt)
             rec = {"epoch": epoch, "train_loss": tr.loss, "train_acc": tr.accuracy,

@@ -102,5 +102,19 @@ def evaluate(
     return EvalResult(float(loss), correct / n if n else float("nan"), correct, n, logits.cpu())
 
 
+def recalibrate_bn(model: torch.nn.Module, x: torch.Tensor, *, batch_size: int, rt: Runtime) -> None:
+    """Re-estimate BatchNorm running statistics over the training images ("precise BN").
+
+    Early in training (a short CPU schedule: a few dozen Adam steps) the running averages lag
+    the fast-moving weights and eval mode predicts one class; an exact average over the training
+    set fixes that. torch's ``update_bn`` resets the statistics and averages cumulatively.
+    """
+    from torch.optim.swa_utils import update_bn
+
+    batches = (to_memory_format(x[i:i + batch_size], rt) for i in range(0, x.shape[0], batch_size))
+    with torch.no_grad(), rt.autocast():
+        update_bn(batches, model)
+
+
 def batches_per_epoch(n: int, batch_size: int) -> int:
     return -(-n // batch_size)

@@ -1,0 +1,70 @@
+"""The main job end to end at a tiny size: every artefact exists and the summary tells the truth."""
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from bonedeploy.cli import app
+from bonedeploy.demo import SIZES, DemoConfig, run_demo
+from bonedeploy.errors import ConfigError
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory) -> tuple[Path, dict, str]:
+    out = tmp_path_factory.mktemp("demo") / "d"
+    res = CliRunner().invoke(app, ["demo", "--size", "tiny", "--device", "cpu", "--out", str(out), "--quiet"])
+    assert res.exit_code == 0, res.output
+    return out, json.loads((out / "summary.json").read_text()), res.output
+
+
+@pytest.mark.slow
+def test_demo_leaves_every_artefact(demo):
+    out, s, _ = demo
+    for rel in ("data/Fractured", "data/Normal", "data/test", "data/test_answers.csv", "run/best.pt",
+                "run/last.pt", "run/report.json", "run/curves.png", "run/model.onnx",
+                "run/model.fp16.onnx", "run/model.int8.onnx", "run/export.json", "predictions.csv",
+                "bench.json", "bench.md", "bench.png", "summary.json", "summary.md"):
+        assert (out / rel).exists(), rel
+    assert [e["precision"] for e in s["export"]] == ["fp32", "fp16", "int8"]
+    assert s["engine"]["built"] is False and "bonedeploy export" in s["engine"]["command"]
+
+
+@pytest.mark.slow
+def test_reported_accuracy_matches_the_predictions_file(demo):
+    out, s, _ = demo
+    answers = {r["path"]: r["label"] for r in csv.DictReader((out / "data/test_answers.csv").open())}
+    rows = list(csv.DictReader((out / "predictions.csv").open()))
+    assert len(rows) == len(answers) == SIZES["tiny"].test_n == s["test"]["n"]
+    correct = sum(r["predicted"] == answers[Path(r["path"]).name] for r in rows)
+    assert s["test"]["accuracy"] == pytest.approx(correct / len(rows))
+    lo, hi = s["test"]["accuracy_ci95"]
+    assert lo <= s["test"]["accuracy"] <= hi
+
+
+@pytest.mark.slow
+def test_summary_numbers_come_from_the_step_outputs(demo):
+    out, s, output = demo
+    report = json.loads((out / "run/report.json").read_text())
+    assert s["training"]["val_accuracy"] == report["val"]["accuracy"]
+    export = json.loads((out / "run/export.json").read_text())
+    assert len(export["files"]) == 3
+    bench = json.loads((out / "bench.json").read_text())
+    ok_rows = [r for r in s["bench"]["rows"] if r["status"] == "ok"]
+    assert {r["artefact"] for r in ok_rows} >= {"PyTorch fp32", "ONNX fp32", "ONNX int8"}
+    assert len(bench["results"]) == len({r["artefact"] for r in s["bench"]["rows"]})
+    assert "demo summary" in output and "accuracy" in (out / "summary.md").read_text()
+
+
+def test_existing_output_is_not_overwritten(tmp_path):
+    (tmp_path / "keep.txt").write_text("mine")
+    with pytest.raises(ConfigError, match="--overwrite"):
+        run_demo(DemoConfig(out=tmp_path, size="tiny"))
+    assert (tmp_path / "keep.txt").read_text() == "mine"
+
+
+def test_unknown_size_lists_valid_sizes():
+    with pytest.raises(ConfigError, match="valid sizes: gpu, cpu, tiny"):
+        DemoConfig(size="huge").resolve_size(cuda=False)
