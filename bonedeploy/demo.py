@@ -39,7 +39,7 @@ SIZES = {
     "gpu": DemoSize(n=353, test_n=200, epochs=100, lr=1e-4, batch_size=32,
                     bench_batch_sizes=(1, 8, 32), bench_duration=3.0),
     "cpu": DemoSize(n=200, test_n=100, epochs=4, lr=1e-4, batch_size=16,
-                    bench_batch_sizes=(1, 8), bench_duration=0.5, precise_bn=True),
+                    bench_batch_sizes=(1, 8), bench_duration=0.3, precise_bn=True),
     "tiny": DemoSize(n=40, test_n=12, epochs=1, lr=3e-4, batch_size=8,
                      bench_batch_sizes=(1,), bench_duration=0.1, precise_bn=True),
 }

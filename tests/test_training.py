@@ -248,3 +248,35 @@ def test_resume_is_exact_for_a_seed_model(tmp_path):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     fresh = model_from_checkpoint(load_checkpoint(tmp_path / "a" / "best.pt"))
     assert sum(p.numel() for p in fresh.parameters()) == 395_634
+
+
+def test_precise_bn_sets_running_stats_to_the_training_set_statistics():
+    import torch
+
+    from bonedeploy.training.loop import recalibrate_bn
+    from bonedeploy.training.runtime import Runtime
+
+    torch.manual_seed(0)
+    x = torch.randn(37, 1, 8, 8) * 3 + 5
+    model = torch.nn.Sequential(torch.nn.BatchNorm2d(1), torch.nn.Dropout(0.5)).eval()
+    rt = Runtime(device=torch.device("cpu"), precision="fp32", channels_last=False, deterministic=False)
+    recalibrate_bn(model, x, batch_size=10, rt=rt)
+    bn = model[0]
+    assert not model.training  # mode restored
+    # cumulative average over batches of 10, 10, 10, 7: the batch means weighted equally per batch
+    batches = x.split(10)
+    assert bn.running_mean.item() == pytest.approx(sum(b.mean() for b in batches).item() / 4, rel=1e-5)
+    assert bn.running_mean.item() == pytest.approx(5.0, abs=0.5)
+
+
+def test_precise_bn_subset_spans_a_class_sorted_set():
+    import torch
+
+    from bonedeploy.training.loop import recalibrate_bn
+    from bonedeploy.training.runtime import Runtime
+
+    x = torch.cat([torch.zeros(50, 1, 4, 4), torch.ones(50, 1, 4, 4)])  # class-sorted
+    model = torch.nn.Sequential(torch.nn.BatchNorm2d(1))
+    rt = Runtime(device=torch.device("cpu"), precision="fp32", channels_last=False, deterministic=False)
+    recalibrate_bn(model, x, batch_size=100, rt=rt, max_images=10)
+    assert model[0].running_mean.item() == pytest.approx(0.5)

@@ -47,8 +47,9 @@ def command(
     plot_path: Path = typer.Option(None, "--plot", help="Write a PNG plot."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress or table on the terminal."),
 ) -> None:
-    """Benchmark every artefact (PyTorch modes, ONNX fp32/fp16/int8, TensorRT) for latency and
-    throughput and check its accuracy against the PyTorch fp32 reference.
+    """Benchmark latency, throughput and accuracy parity of every artefact vs PyTorch.
+
+    Covers the PyTorch modes, ONNX fp32/fp16/int8 and TensorRT.
 
     Artefacts that cannot run here are listed with the reason.
     Exit codes: 0 ok; 1 the run failed; 2 an artefact failed its parity gate (reports are written first).

@@ -22,8 +22,11 @@ def command(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out folder."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="One line per step and epoch."),
 ) -> None:
-    """Generate synthetic radiographs, train the seed's AlexNet, export ONNX (+TensorRT), infer on
-    an unseen test folder, score it, benchmark every artefact, and summarise."""
+    """The main job on synthetic radiographs: synth, train, export, infer, score, bench.
+
+    Generates a synthetic set, trains the seed's AlexNet, exports ONNX (+TensorRT), infers on an
+    unseen test folder, scores it against the answer key, benchmarks every artefact, and
+    summarises."""
     from bonedeploy.demo import DemoConfig, run_demo
 
     console = Console()

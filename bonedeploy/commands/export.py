@@ -49,8 +49,10 @@ def command(
                                                                    "[default: ~/.cache/bonedeploy/tensorrt-timing]."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only the result table and errors."),
 ) -> None:
-    """Export a checkpoint to ONNX (fp32, fp16, int8) and a TensorRT engine, gated on parity with
-    the PyTorch fp32 reference; or build the engine from an exported .onnx file."""
+    """Export a checkpoint to ONNX (fp32/fp16/int8) and TensorRT, gated on parity.
+
+    Every file is checked against the PyTorch fp32 reference; given an exported .onnx file, only
+    the TensorRT engine is built (on the target device)."""
     from bonedeploy.export.pipeline import run_export
 
     console = Console()

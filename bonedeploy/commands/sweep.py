@@ -40,8 +40,10 @@ def command(
     workers: int = typer.Option(None, "--workers", help="Image-decoding processes."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="One plain line per epoch (for logs)."),
 ) -> None:
-    """Train every run of RECIPE on DATA (skipping finished runs, resuming interrupted ones) and
-    write OUT/results.md and results.csv in the seed's table format, our numbers beside the seed's."""
+    """Train every run of a sweep recipe and write the seed's results table beside ours.
+
+    Finished runs are skipped and interrupted ones resumed; OUT/results.md and results.csv hold
+    the seed's table format with the seed's numbers beside ours."""
     from bonedeploy.sweep import SweepConfig, run_sweep
     from bonedeploy.training import LineReporter, RichReporter
 

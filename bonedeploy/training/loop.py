@@ -102,15 +102,20 @@ def evaluate(
     return EvalResult(float(loss), correct / n if n else float("nan"), correct, n, logits.cpu())
 
 
-def recalibrate_bn(model: torch.nn.Module, x: torch.Tensor, *, batch_size: int, rt: Runtime) -> None:
+def recalibrate_bn(model: torch.nn.Module, x: torch.Tensor, *, batch_size: int, rt: Runtime,
+                   max_images: int | None = 64) -> None:
     """Re-estimate BatchNorm running statistics over the training images ("precise BN").
 
     Early in training (a short CPU schedule: a few dozen Adam steps) the running averages lag
     the fast-moving weights and eval mode predicts one class; an exact average over the training
-    set fixes that. torch's ``update_bn`` resets the statistics and averages cumulatively.
+    set fixes that. torch's ``update_bn`` resets the statistics and averages cumulatively over at
+    most ``max_images`` images (plenty for per-channel means and variances).
     """
     from torch.optim.swa_utils import update_bn
 
+    if max_images and x.shape[0] > max_images:
+        # Evenly spaced, so both classes of a class-sorted set are represented.
+        x = x.index_select(0, torch.linspace(0, x.shape[0] - 1, max_images, device=x.device).long())
     batches = (to_memory_format(x[i:i + batch_size], rt) for i in range(0, x.shape[0], batch_size))
     with torch.no_grad(), rt.autocast():
         update_bn(batches, model)
