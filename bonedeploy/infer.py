@@ -8,6 +8,8 @@ by the torch backend.
 
 from __future__ import annotations
 
+import json
+
 import math
 import time
 from dataclasses import dataclass, field
@@ -176,13 +178,46 @@ def run_inference(config: InferConfig, progress: Progress | None = None) -> Infe
     if partial.exists() and not config.resume:
         raise ConfigError(f"{partial} exists from an interrupted run: pass --resume to continue it, "
                           "or delete it to start afresh")
+    engine_sha = check_engine_record(config)
     # Decoder workers start (importing their modules) while the model loads; no image is read yet.
     with BatchPrefetcher(config.workers, config.pool) as prefetcher:
         backend = open_engine(config)
+        write_engine_record(config, engine_sha)
         try:
             return _run(config, backend, prefetcher, paths, skipped, progress)
         finally:
             backend.close()
+
+
+def run_record_path(out: Path) -> Path:
+    return out.with_name(out.name + ".run.json")
+
+
+def check_engine_record(config: InferConfig) -> str | None:
+    """Tie the predictions file to the engine that wrote it: ``--resume`` with another engine
+    would mix two models' rows in one file, so it is refused (the file's sha256 decides)."""
+    from bonedeploy.fsutil import sha256_file
+
+    if not Path(config.engine).is_file():
+        return None  # open_engine reports the missing file
+    record, sha = run_record_path(Path(config.out)), sha256_file(config.engine)
+    if config.resume and record.is_file():
+        try:
+            before = json.loads(record.read_text())
+        except (OSError, ValueError):
+            before = {}
+        if before.get("engine_sha256") not in (None, sha):
+            raise ConfigError(f"{config.out} was written by {before.get('engine')} (sha256 "
+                              f"{before['engine_sha256'][:12]}…), not {config.engine} ({sha[:12]}…): "
+                              "resume with the same engine, or write to another --out")
+    return sha
+
+
+def write_engine_record(config: InferConfig, sha: str | None) -> None:
+    from bonedeploy.fsutil import write_json
+
+    if sha is not None:
+        write_json(run_record_path(Path(config.out)), {"engine": str(config.engine), "engine_sha256": sha})
 
 
 def _run(config, backend, prefetcher, paths, skipped, progress) -> InferResult:

@@ -334,3 +334,17 @@ def test_checkpoint_and_its_onnx_give_the_same_rows(tmp_path):
     for ra, rb in zip(read_csv(tmp_path / "pt.csv"), read_csv(tmp_path / "onnx.csv"), strict=True):
         assert ra["path"] == rb["path"] and ra["status"] == rb["status"] == "ok"
         assert abs(float(ra["p_Fractured"]) - float(rb["p_Fractured"])) < 1e-4
+
+
+def test_resume_with_another_engine_is_refused_before_any_row_changes(model, folder, tmp_path):
+    out = tmp_path / "preds.csv"
+    run_inference(cfg(model, [folder], out))
+    before = out.read_bytes()
+    other = tiny_onnx_classifier(tmp_path / "other.onnx", gain=2.0)
+    with pytest.raises(ConfigError, match="resume with the same engine"):
+        run_inference(cfg(other, [folder], out, resume=True))
+    assert out.read_bytes() == before
+    # the same engine resumes (nothing left to do) and a fresh run may switch engines
+    assert run_inference(cfg(model, [folder], out, resume=True)).processed == 0
+    assert run_inference(cfg(other, [folder], out)).processed == 12
+    assert json.loads((tmp_path / "preds.csv.run.json").read_text())["engine"] == str(other)
