@@ -241,7 +241,9 @@ def parity_inputs(ckpt: dict[str, Any] | None = None, data: str | Path | None = 
 def _from_tree(root: Path, spec: PreprocessSpec, n: int | None, classes) -> tuple:
     from bonedeploy.data import scan_image_folder
 
-    scan = scan_image_folder(root)
+    # The model's class folders when they are all there: an unlabelled test/ beside them is no class.
+    known = classes if classes and all((root / c).is_dir() for c in classes) else None
+    scan = scan_image_folder(root, known)
     _check_classes(tuple(scan.classes), classes, root)
     return _decode(root, _spread(list(scan.items), n), spec, str(root))
 

@@ -156,3 +156,13 @@ def test_synthetic_fallback_generates_labelled_radiographs():
     assert x.shape == (4, 1, 32, 32) and set(labels) == {0, 1}
     assert all(p.startswith("synthetic/") for p in paths) and not Path(paths[0]).exists()
     assert 0.0 <= x.min() and x.max() <= 1.0 and x.std() > 0.01
+
+
+def test_an_unlabelled_folder_beside_the_classes_is_not_a_class(tmp_path):
+    """`bonedeploy synth --test-n` leaves test/ beside Fractured/ and Normal/."""
+    root = make_tree(tmp_path / "data", per_class=2)
+    make_tree(tmp_path / "other", per_class=1)
+    (tmp_path / "other" / "Fractured").rename(root / "test")
+    x, labels, paths = parity.parity_inputs(data=root, spec=SPEC, classes=CLASSES)
+    assert len(x) == 4 and labels.tolist() == [0, 0, 1, 1]
+    assert not any("/test/" in p for p in map(str, paths))
