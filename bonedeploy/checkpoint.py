@@ -22,7 +22,7 @@ from typing import Any
 
 from bonedeploy.artefacts import ModelCard
 from bonedeploy.errors import CheckpointError
-from bonedeploy.fsutil import atomic_path
+from bonedeploy.fsutil import atomic_path, require_file
 
 FORMAT = "bonedeploy.checkpoint/1"
 
@@ -43,11 +43,7 @@ def load_checkpoint(path: str | Path, map_location: str = "cpu") -> dict[str, An
     """Load and validate; every failure is a one-line ``CheckpointError`` naming the file."""
     import torch
 
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such file")
-    if path.stat().st_size == 0:
-        raise CheckpointError(f"{path}: empty file")
+    path = require_file(path, CheckpointError)
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:

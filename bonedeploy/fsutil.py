@@ -60,6 +60,16 @@ def write_text(path: str | Path, text: str) -> None:
         fh.write(text)
 
 
+def require_file(path: str | Path, error: type[Exception]) -> Path:
+    """``path`` as a Path when it is a non-empty file; else ``error`` naming it and the cause."""
+    path = Path(path)
+    if not path.is_file():
+        raise error(f"{path}: no such file")
+    if path.stat().st_size == 0:
+        raise error(f"{path}: empty file")
+    return path
+
+
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:

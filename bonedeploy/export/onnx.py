@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from bonedeploy.artefacts import ModelCard
 from bonedeploy.errors import ArtefactError, ConfigError
-from bonedeploy.fsutil import atomic_path
+from bonedeploy.fsutil import atomic_path, require_file
 
 if TYPE_CHECKING:  # pragma: no cover
     import onnx
@@ -139,11 +139,7 @@ def load_onnx(path: str | Path) -> "onnx.ModelProto":
     import onnx
     from google.protobuf.message import DecodeError
 
-    path = Path(path)
-    if not path.is_file():
-        raise ArtefactError(f"{path}: no such file")
-    if path.stat().st_size == 0:
-        raise ArtefactError(f"{path}: empty file")
+    path = require_file(path, ArtefactError)
     try:
         proto = onnx.load(str(path))
     except (DecodeError, OSError, ValueError, RuntimeError) as e:
