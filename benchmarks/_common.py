@@ -10,11 +10,11 @@ from typing import Any
 
 from rich.console import Console
 
-from bonedeploy import report
+from bonedeploy.bench.render import report
 from bonedeploy.bench import BenchConfig, Runner
 from bonedeploy.bench.targets import Target
-from bonedeploy.fsutil import write_json, write_text
-from bonedeploy.machine import machine_info, machine_slug
+from bonedeploy.util.fs import write_json, write_text
+from bonedeploy.util.machine import machine_info, machine_slug
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -8,7 +8,7 @@ fp32 ONNX >= PyTorch eager at every batch size.
 
 With ``--run-dir`` holding a trained ``best.pt`` (from ``bonedeploy train``) the script exports
 any missing ONNX file (``bonedeploy export --precision fp32,fp16,int8 --no-trt``) and measures.
-Without it, it prepares a run in ``--work``: a synthetic data set (``bonedeploy.synth``), a short
+Without it, it prepares a run in ``--work``: a synthetic data set (``bonedeploy.data.synth``), a short
 CPU training run of ``--model`` (the seed's selected AlexNet by default), and the export. Parity
 is measured on that checkpoint's validation split.
 
@@ -63,7 +63,7 @@ def prepare(args: argparse.Namespace, console: Console) -> Path:
             raise SystemExit(f"{run / CHECKPOINT}: no such file")
         data = args.work / "data"
         if not data.is_dir():
-            from bonedeploy.synth import SynthConfig, generate_dataset
+            from bonedeploy.data.synth import SynthConfig, generate_dataset
 
             console.print(f"generating {args.synth_n} synthetic radiographs in {data}")
             generate_dataset(data, SynthConfig(n=args.synth_n, seed=0))
@@ -92,7 +92,7 @@ def main() -> None:
 
     def ratio(key: str, bs: int) -> float | None:
         r = row(d, key)
-        from bonedeploy.report import speedup
+        from bonedeploy.bench.render.report import speedup
 
         return speedup(d, r, "compute", bs) if r else None
 

@@ -50,8 +50,8 @@ def parse_args() -> argparse.Namespace:
 def fresh_checkpoint(model: str, folder: Path) -> Path:
     import torch
 
-    from bonedeploy.artefacts import ModelCard
-    from bonedeploy.checkpoint import save_checkpoint
+    from bonedeploy.artefacts.card import ModelCard
+    from bonedeploy.artefacts.checkpoint import save_checkpoint
     from bonedeploy.models import create_model
 
     torch.manual_seed(0)

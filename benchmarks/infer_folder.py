@@ -1,6 +1,6 @@
 """Is decoding hidden behind the model? End-to-end folder inference vs model-only throughput.
 
-Over a folder of synthetic PNGs (``bonedeploy.synth``) with the fp32 ONNX of the seed's AlexNet
+Over a folder of synthetic PNGs (``bonedeploy.data.synth``) with the fp32 ONNX of the seed's AlexNet
 (random weights: speed does not depend on them), at one batch size:
 
 - model-only: ``backend.infer`` on one preprocessed batch held in memory, as many calls as the
@@ -32,7 +32,7 @@ SELECTED = "alexnet_d08_wd1e-3"
 
 
 def ensure_dataset(work: Path, n: int) -> Path:
-    from bonedeploy.synth import SynthConfig, generate_dataset
+    from bonedeploy.data.synth import SynthConfig, generate_dataset
 
     root = work / f"synth-n{n}"
     if not (root / "synth.json").is_file():
@@ -49,7 +49,7 @@ def ensure_onnx(work: Path, model_name: str) -> Path:
     import onnx
     import torch
 
-    from bonedeploy.artefacts import ModelCard
+    from bonedeploy.artefacts.card import ModelCard
     from bonedeploy.models import create_model
 
     print(f"exporting a random-init {model_name} to {path} ...", flush=True)
@@ -75,7 +75,7 @@ def model_only(backend, x, calls: int) -> float:
 
 
 def end_to_end(onnx_path: Path, data: Path, out: Path, batch: int, workers, pool: str) -> tuple[float, dict]:
-    from bonedeploy.infer import InferConfig, run_inference
+    from bonedeploy.infer.run import InferConfig, run_inference
 
     Path(str(out) + ".partial").unlink(missing_ok=True)  # left by an interrupted benchmark
     r = run_inference(InferConfig(engine=onnx_path, inputs=(data,), out=out, batch_size=batch,
@@ -99,13 +99,13 @@ def main(argv=None) -> int:
     ap.add_argument("--no-write", action="store_true", help="print only (smoke tests)")
     args = ap.parse_args(argv)
 
-    from bonedeploy.machine import machine_info, machine_slug
-    from bonedeploy.prefetch import decode_batch, default_workers
+    from bonedeploy.util.machine import machine_info, machine_slug
+    from bonedeploy.data.prefetch import decode_batch, default_workers
 
     args.work_dir.mkdir(parents=True, exist_ok=True)
     data = ensure_dataset(args.work_dir, args.n)
     onnx_path = args.onnx or ensure_onnx(args.work_dir, args.model)
-    from bonedeploy.data import list_images
+    from bonedeploy.data.folders import list_images
 
     paths, _ = list_images(data)
     bs = args.batch_size
@@ -114,7 +114,7 @@ def main(argv=None) -> int:
     samples: dict[str, list[float]] = {"model_only": [], **{f"e2e_{p}": [] for p in pools}}
     backend_info: dict = {}
     # The same backend options as run_inference uses (e.g. no thread spinning beside decoders).
-    from bonedeploy.infer import InferConfig, open_engine
+    from bonedeploy.infer.run import InferConfig, open_engine
 
     same = InferConfig(engine=onnx_path, inputs=(data,), batch_size=bs, workers=args.workers)
     with open_engine(same) as backend:
@@ -147,7 +147,7 @@ def main(argv=None) -> int:
     lines += ["", f"CPU: {info['cpu']} ({info['cores']} logical cores); target ratio >= 0.9."]
     print("\n".join(lines))
     if not args.no_write:
-        from bonedeploy.fsutil import write_json, write_text
+        from bonedeploy.util.fs import write_json, write_text
 
         stem = args.results_dir / f"infer_folder-{machine_slug(info)}"
         write_json(stem.with_suffix(".json"), report)

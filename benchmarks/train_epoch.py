@@ -32,8 +32,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, check, script_command  # noqa: E402
 
-from bonedeploy.fsutil import write_json, write_text  # noqa: E402
-from bonedeploy.machine import machine_info, machine_slug  # noqa: E402
+from bonedeploy.util.fs import write_json, write_text  # noqa: E402
+from bonedeploy.util.machine import machine_info, machine_slug  # noqa: E402
 from bonedeploy.models.alexnet import SELECTED  # noqa: E402
 
 
@@ -73,7 +73,7 @@ def bonedeploy_epochs(args, data_root: Path) -> dict:
     import torch
 
     from bonedeploy.models import create_model
-    from bonedeploy.preprocess import SEED_SPEC
+    from bonedeploy.data.preprocess import SEED_SPEC
     from bonedeploy.training import Reporter, TrainConfig
     from bonedeploy.training.dataset import load_training_data
     from bonedeploy.training.loop import evaluate, train_epoch
@@ -162,8 +162,8 @@ def naive_epochs(args, data_root: Path, split: dict, device: str) -> dict:
 def make_data(args, tmp: Path) -> Path:
     if args.data:
         return args.data
-    from bonedeploy.synth import SynthConfig
-    from bonedeploy.synth.dataset import generate_dataset
+    from bonedeploy.data.synth import SynthConfig
+    from bonedeploy.data.synth.dataset import generate_dataset
 
     root = tmp / "synth"
     generate_dataset(root, SynthConfig(n=args.n, seed=0))

@@ -1,3 +1,3 @@
-from bonedeploy.cli import main
+from bonedeploy.cli.app import main
 
 main()

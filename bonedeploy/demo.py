@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from bonedeploy.errors import ConfigError, GateFailedError
-from bonedeploy.fsutil import write_json, write_text
+from bonedeploy.util.fs import write_json, write_text
 from bonedeploy.models.alexnet import SELECTED
 
 Log = Callable[[str], None]
@@ -103,9 +103,9 @@ def run_demo(config: DemoConfig, log: Log | None = None, reporter: Any = None,
              console: Any = None) -> DemoResult:
     """Run every step; returns the summary (also written to ``out/summary.json``/``summary.md``)."""
     from bonedeploy.bench import BenchConfig, bench
-    from bonedeploy.export.pipeline import ExportConfig, run_export
-    from bonedeploy.infer import InferConfig, run_inference
-    from bonedeploy.synth import SynthConfig, generate_dataset
+    from bonedeploy.export.from_checkpoint import ExportConfig, run_export
+    from bonedeploy.infer.run import InferConfig, run_inference
+    from bonedeploy.data.synth import SynthConfig, generate_dataset
     from bonedeploy.training import LineReporter, TrainConfig, train
 
     log = log or (lambda _m: None)

@@ -6,7 +6,7 @@
 import argparse
 from pathlib import Path
 
-from bonedeploy.synth.contact_sheet import save_contact_sheet
+from bonedeploy.data.synth.contact_sheet import save_contact_sheet
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

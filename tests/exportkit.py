@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).parent))
 from trainkit import register_tiny  # noqa: E402
 
 CLASSES = ("Fractured", "Normal")
@@ -35,10 +34,10 @@ def make_checkpoint(path: Path, model: str = "tiny", data_root: Path | None = No
     """A bonedeploy checkpoint with random weights; with ``data_root``, a recorded split of it."""
     import torch
 
-    from bonedeploy.artefacts import ModelCard
-    from bonedeploy.checkpoint import save_checkpoint
+    from bonedeploy.artefacts.card import ModelCard
+    from bonedeploy.artefacts.checkpoint import save_checkpoint
     from bonedeploy.models import create_model
-    from bonedeploy.preprocess import PreprocessSpec
+    from bonedeploy.data.preprocess import PreprocessSpec
 
     spec = PreprocessSpec()
     kwargs: dict = {}
@@ -51,8 +50,8 @@ def make_checkpoint(path: Path, model: str = "tiny", data_root: Path | None = No
     ckpt = {"card": ModelCard(model=model, preprocess=spec).to_dict(), "model_kwargs": kwargs,
             "state_dict": net.state_dict(), "epoch": 1}
     if data_root is not None:
-        from bonedeploy.data import scan_image_folder
-        from bonedeploy.split import make_split
+        from bonedeploy.data.folders import scan_image_folder
+        from bonedeploy.data.split import make_split
 
         ckpt["split"] = make_split(scan_image_folder(data_root), val_fraction, 0).to_dict()
     return save_checkpoint(path, ckpt)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from bonedeploy.cli import app
+from bonedeploy.cli.app import app
 from bonedeploy.demo import SIZES, DemoConfig, run_demo
 from bonedeploy.errors import ConfigError
 

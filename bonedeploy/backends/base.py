@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from bonedeploy.artefacts import ModelCard
+from bonedeploy.artefacts.card import ModelCard
 from bonedeploy.errors import ArtefactError, ConfigError
 
 
@@ -126,8 +126,8 @@ def get_backend(name: str) -> type[Backend]:
     _import_all()
     try:
         return _BACKENDS[name]
-    except KeyError:
-        raise ConfigError(f"unknown backend {name!r}; valid backends: {', '.join(_BACKENDS)}") from None
+    except KeyError as e:
+        raise ConfigError(f"unknown backend {name!r}; valid backends: {', '.join(_BACKENDS)}") from e
 
 
 def backend_for_path(path: str | Path, backend: str | None = None) -> type[Backend]:

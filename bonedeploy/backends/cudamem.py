@@ -93,7 +93,7 @@ class PyCuda:
         try:
             return fn(*args)
         except self.drv.Error as e:
-            raise CudaError(f"CUDA {what} failed ({e})") from None
+            raise CudaError(f"CUDA {what} failed ({e})") from e
 
     def malloc(self, nbytes: int) -> int:
         alloc = self._call("mem_alloc", self.drv.mem_alloc, nbytes)

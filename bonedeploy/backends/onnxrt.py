@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from bonedeploy.artefacts import ModelCard
+from bonedeploy.artefacts.card import ModelCard
 from bonedeploy.backends.base import Backend, register_backend
 from bonedeploy.errors import ArtefactError, BackendUnavailableError, ConfigError
 
@@ -90,7 +90,7 @@ class OnnxRuntimeBackend(Backend):
         try:
             import onnxruntime as ort
         except ImportError as e:
-            raise BackendUnavailableError(f"the onnxruntime backend needs onnxruntime ({e})") from None
+            raise BackendUnavailableError(f"the onnxruntime backend needs onnxruntime ({e})") from e
         chain = resolve_provider(self.provider, ort.get_available_providers(), self.device)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = self.threads
@@ -121,7 +121,7 @@ class OnnxRuntimeBackend(Backend):
                     self.fallback = f"{chain[0]} failed ({first}); using {chain[1]}"
                     chain = chain[1:]
                     continue
-                raise ArtefactError(f"{self.path}: onnxruntime cannot load it ({first})") from None
+                raise ArtefactError(f"{self.path}: onnxruntime cannot load it ({first})") from e
 
     def declared_input_shape(self) -> tuple[int | None, ...]:
         """Per-sample input shape the graph declares (None for symbolic dimensions)."""

@@ -36,7 +36,7 @@ def _import_tensorrt():
     except ImportError as e:
         raise BackendUnavailableError(
             f"the tensorrt backend needs TensorRT and a CUDA GPU ({e}); on a machine without them "
-            "run the .onnx file with the onnxruntime backend") from None
+            "run the .onnx file with the onnxruntime backend") from e
     return trt
 
 
@@ -57,7 +57,7 @@ class TensorRTBackend(Backend):
         self._mem = None
 
     def _load(self) -> None:
-        from bonedeploy.export import sidecar as sc
+        from bonedeploy.artefacts import sidecar as sc
 
         side = sc.read_sidecar(self.path)  # first: no TensorRT needed to say what the engine is
         self._card = sc.card_from_sidecar(side, str(sc.sidecar_path(self.path)))

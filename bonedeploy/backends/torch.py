@@ -51,8 +51,8 @@ class TorchBackend(Backend):
             raise BackendUnavailableError(
                 f"{self.path}: the torch backend needs PyTorch ({e}); install bonedeploy[train] "
                 "or export the checkpoint to ONNX"
-            ) from None
-        from bonedeploy.checkpoint import card_from_checkpoint, load_checkpoint, model_from_checkpoint
+            ) from e
+        from bonedeploy.artefacts.checkpoint import card_from_checkpoint, load_checkpoint, model_from_checkpoint
 
         device = self._resolve_device(torch)
         ckpt = load_checkpoint(self.path)

@@ -2,7 +2,7 @@
 PyTorch fp32 reference, in one report (trtexec's timing, Ultralytics' table, Polygraphy's
 comparison). Modules: ``timing`` (measurement + statistics), ``targets`` (which artefacts, can
 they run here), ``inputs`` (parity set, files), ``run`` (orchestration), ``plot``; rendering is in
-``bonedeploy.report``. Imports no runtime at module level.
+``bonedeploy.bench.render.report``. Imports no runtime at module level.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ def bench(config: BenchConfig, console: Any = None, **runner_kwargs: Any) -> Ben
     (exit 1) when no artefact could run at all: the files are written first either way."""
     from rich.console import Console
 
-    from bonedeploy import report as rpt
+    from bonedeploy.bench.render import report as rpt
 
     if console is None:
         console = Console()

@@ -1,5 +1,5 @@
 """What the benchmark feeds the artefacts: the labelled parity set (the same images and code as
-the export gate, ``bonedeploy.parity``) and image files on disk for the end-to-end mode."""
+the export gate, ``bonedeploy.eval.parity``) and image files on disk for the end-to-end mode."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from bonedeploy.preprocess import PreprocessSpec
+from bonedeploy.data.preprocess import PreprocessSpec
 
 
 @dataclass
@@ -25,7 +25,7 @@ def parity_set(spec: PreprocessSpec, ckpt: dict[str, Any] | None, data: Path | N
                n: int | None) -> Inputs:
     """The checkpoint's validation images when their folder exists, else ``data``, else a
     synthetic set: exactly what ``bonedeploy export`` gates on."""
-    from bonedeploy import parity
+    from bonedeploy.eval import parity
 
     kwargs: dict[str, Any] = {"ckpt": ckpt, "data": data, "spec": spec}
     if n is not None:
@@ -59,18 +59,18 @@ def image_files(inputs: Inputs | None, data: Path | None, need: int,
     if inputs is not None and _all_files(inputs.paths):
         return [Path(p) for p in inputs.paths], "parity images"
     if data is not None:
-        from bonedeploy.data import list_images
+        from bonedeploy.data.folders import list_images
 
         files, _ = list_images([data])
         if files:
             return list(files), str(data)
     if workdir is None:
         raise ValueError("no image files and no folder to write synthetic ones to")
-    from bonedeploy.synth import SynthConfig, generate_dataset
+    from bonedeploy.data.synth import SynthConfig, generate_dataset
 
     out = Path(workdir.name) / "synth"
     generate_dataset(out, SynthConfig(n=max(2, need), seed=0))
-    from bonedeploy.data import list_images
+    from bonedeploy.data.folders import list_images
 
     files, _ = list_images([out])
     return list(files), "synthetic PNGs (temporary)"
@@ -101,7 +101,7 @@ class FileStream:
         return out
 
     def next_batch(self) -> np.ndarray:
-        from bonedeploy.prefetch import BatchPrefetcher
+        from bonedeploy.data.prefetch import BatchPrefetcher
 
         if self._prefetcher is None:
             self._prefetcher = BatchPrefetcher(self.workers).start()

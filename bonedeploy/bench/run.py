@@ -157,7 +157,7 @@ class Runner:
             return
         ckpt = None
         if t.backend == "torch":
-            from bonedeploy.checkpoint import load_checkpoint
+            from bonedeploy.artefacts.checkpoint import load_checkpoint
 
             ckpt = load_checkpoint(t.path)
         try:
@@ -180,7 +180,7 @@ class Runner:
             if not res.target.reference:
                 self.notes.append("the PyTorch reference did not run; parity and speed-ups "
                                   f"are against {self.ref_label}")
-        from bonedeploy import parity
+        from bonedeploy.eval import parity
 
         result = parity.compare(self.ref_logits, logits, self.inputs.paths, backend.card.classes,
                                 labels=self.inputs.labels)
@@ -232,7 +232,7 @@ class Runner:
             self.files, where = inp.image_files(self.inputs, self.config.data,
                                                 max(16, *self.config.batch_sizes), self._tmp)
             self.notes.append(f"end-to-end mode reads {len(self.files)} files from {where}, decoding "
-                              "in infer's prefetch pool (bonedeploy.prefetch) ahead of the model")
+                              "in infer's prefetch pool (bonedeploy.data.prefetch) ahead of the model")
         stream = inp.FileStream(self.files, backend.card.preprocess, bs,
                                 self._batches_needed())
         self._streams.append(stream)
@@ -251,7 +251,7 @@ class Runner:
 
 def run_bench(config: BenchConfig, log: Log | None = None, **runner_kwargs: Any) -> BenchReport:
     """Benchmark every target named by ``config``; never raises for a row that cannot run."""
-    from bonedeploy.machine import machine_info
+    from bonedeploy.util.machine import machine_info
 
     targets = dsc.collect_targets(config.artefacts, config.run_dir, config.compile)
     return Runner(config, log, **runner_kwargs).run(targets, machine_info())

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from bonedeploy.errors import ConfigError
-from bonedeploy.export import BASE_NAME, ENGINE_SUFFIX, PRECISIONS, onnx_filename
+from bonedeploy.artefacts.naming import BASE_NAME, ENGINE_SUFFIX, PRECISIONS, onnx_filename
 
 STATUS_OK = "ok"
 STATUS_MISSING = "missing"          # the file is not there
@@ -172,7 +172,7 @@ def _has_cuda() -> bool:
         import torch
 
         return bool(torch.cuda.is_available())
-    from bonedeploy.machine import gpu_info
+    from bonedeploy.util.machine import gpu_info
 
     return gpu_info() is not None
 

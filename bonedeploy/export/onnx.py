@@ -17,9 +17,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bonedeploy.artefacts import ModelCard
+from bonedeploy.artefacts.card import ModelCard
 from bonedeploy.errors import ArtefactError, ConfigError
-from bonedeploy.fsutil import atomic_path, require_file
+from bonedeploy.util.fs import atomic_path, require_file
 
 if TYPE_CHECKING:  # pragma: no cover
     import onnx
@@ -83,7 +83,7 @@ def strip_debug_info(proto: "onnx.ModelProto") -> None:
 
 def set_card(proto: "onnx.ModelProto", card: ModelCard) -> None:
     """Replace the ``bonedeploy.*`` metadata_props with ``card`` (sorted: stable bytes)."""
-    from bonedeploy.artefacts import PREFIX
+    from bonedeploy.artefacts.card import PREFIX
 
     keep = [(p.key, p.value) for p in proto.metadata_props if not p.key.startswith(PREFIX)]
     del proto.metadata_props[:]
@@ -104,7 +104,7 @@ def check_onnx(proto: "onnx.ModelProto", where: str | Path) -> None:
     try:  # full_check includes strict, type-checked shape inference
         onnx.checker.check_model(proto, full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError, ValueError) as e:
-        raise ArtefactError(f"{where}: fails the ONNX checker ({_first_line(e)})") from None
+        raise ArtefactError(f"{where}: fails the ONNX checker ({_first_line(e)})") from e
     check_io(proto, where)
 
 
@@ -143,7 +143,7 @@ def load_onnx(path: str | Path) -> "onnx.ModelProto":
     try:
         proto = onnx.load(str(path))
     except (DecodeError, OSError, ValueError, RuntimeError) as e:
-        raise ArtefactError(f"{path}: not a readable ONNX file, truncated or corrupt ({_first_line(e)})") from None
+        raise ArtefactError(f"{path}: not a readable ONNX file, truncated or corrupt ({_first_line(e)})") from e
     check_onnx(proto, path)
     return proto
 

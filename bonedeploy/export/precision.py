@@ -20,11 +20,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from bonedeploy.artefacts import ModelCard
+from bonedeploy.artefacts.card import ModelCard
 from bonedeploy.errors import DataError
 from bonedeploy.export.onnx import INPUT_NAME, set_card, strip_debug_info
-from bonedeploy.fsutil import sha256_file
-from bonedeploy.preprocess import PreprocessSpec
+from bonedeploy.util.fs import sha256_file
+from bonedeploy.data.preprocess import PreprocessSpec
 
 if TYPE_CHECKING:  # pragma: no cover
     import onnx
@@ -83,7 +83,7 @@ def calibration_set(ckpt: dict[str, Any] | None, calib_dir: str | Path | None, s
 
 
 def _from_folder(folder: Path) -> tuple[Path, list[Path], str]:
-    from bonedeploy.data import list_images
+    from bonedeploy.data.folders import list_images
 
     if not folder.is_dir():
         raise DataError(f"{folder}: --calib folder does not exist")
@@ -114,7 +114,7 @@ def _spread(items: list[Path], n_max: int) -> list[Path]:
 
 
 def _decode(root: Path, rel: list[Path], spec: PreprocessSpec) -> np.ndarray:
-    from bonedeploy.data import decode_dataset
+    from bonedeploy.data.folders import decode_dataset
 
     return decode_dataset(root, [(p, 0) for p in rel], spec).x.astype(np.float32, copy=False)
 

@@ -58,11 +58,11 @@ def _read_toml(path: Path) -> dict[str, Any]:
     except ModuleNotFoundError:  # Python 3.10
         try:
             import tomli as tomllib  # type: ignore[no-redef]
-        except ModuleNotFoundError:
+        except ModuleNotFoundError as e:
             raise ConfigError(f"{path}: reading export profiles needs Python >= 3.11 or the "
-                              "'tomli' package") from None
+                              "'tomli' package") from e
     try:
         with open(path, "rb") as fh:
             return tomllib.load(fh)
     except (OSError, tomllib.TOMLDecodeError) as e:
-        raise ConfigError(f"{path}: not a readable TOML profile ({e})") from None
+        raise ConfigError(f"{path}: not a readable TOML profile ({e})") from e

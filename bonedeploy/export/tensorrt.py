@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from bonedeploy.errors import ArtefactError, BackendUnavailableError, ConfigError
-from bonedeploy.fsutil import atomic_write, sha256_file
+from bonedeploy.util.fs import atomic_write, sha256_file
 
 DEFAULT_WORKSPACE_MB = 2048
 MAX_PROFILE_BATCH = 4096
@@ -46,8 +46,8 @@ class BatchProfile:
         parts = [p.strip() for p in str(text).split(",")]
         try:
             nums = [int(p) for p in parts]
-        except ValueError:
-            raise ConfigError(f"--batch {text!r}: expected MIN,OPT,MAX integers, e.g. 1,8,32") from None
+        except ValueError as e:
+            raise ConfigError(f"--batch {text!r}: expected MIN,OPT,MAX integers, e.g. 1,8,32") from e
         if len(nums) == 1:
             nums *= 3
         if len(nums) != 3:
@@ -81,7 +81,7 @@ def default_cache_dir() -> Path:
 def tensorrt_available() -> tuple[bool, str]:
     """(True, "") when TensorRT imports and a CUDA GPU is visible; else (False, why)."""
     try:
-        from bonedeploy.export.sidecar import runtime_facts
+        from bonedeploy.artefacts.sidecar import runtime_facts
 
         runtime_facts()
     except BackendUnavailableError as e:
@@ -107,7 +107,7 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, card, profile: 
     """Parse ``onnx_path``, build a strongly typed engine, write it and its sidecar atomically."""
     import tensorrt as trt
 
-    from bonedeploy.export.sidecar import build_sidecar, runtime_facts, write_sidecar
+    from bonedeploy.artefacts.sidecar import build_sidecar, runtime_facts, write_sidecar
 
     if workspace_mb < 1:
         raise ConfigError(f"workspace must be >= 1 MiB, got {workspace_mb}")

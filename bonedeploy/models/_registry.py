@@ -78,8 +78,8 @@ def get_model_entry(name: str) -> ModelEntry:
     _load_families()
     try:
         return _MODELS[name]
-    except KeyError:
-        raise ConfigError(f"unknown model {name!r}; valid models: {', '.join(_MODELS)}") from None
+    except KeyError as e:
+        raise ConfigError(f"unknown model {name!r}; valid models: {', '.join(_MODELS)}") from e
 
 
 def create_model(name: str, **overrides: Any):

@@ -13,7 +13,7 @@ import torch
 
 from bonedeploy import CLASSES
 from bonedeploy.errors import DataError
-from bonedeploy.preprocess import PreprocessSpec
+from bonedeploy.data.preprocess import PreprocessSpec
 from bonedeploy.training.config import TrainConfig
 from bonedeploy.training.progress import Reporter
 
@@ -43,16 +43,13 @@ class TrainingData:
 def pick_classes(root: str | Path, asked: tuple[str, ...] | None) -> tuple[str, ...] | None:
     """``--classes`` when given; else the seed's classes when both folders exist (so an
     unlabelled ``test/`` folder beside them is not taken for a class); else every folder."""
-    if asked:
-        return tuple(asked)
-    root = Path(root)
-    if root.is_dir() and all((root / c).is_dir() for c in CLASSES):
-        return CLASSES
-    return None
+    from bonedeploy.data.folders import known_classes
+
+    return tuple(asked) if asked else known_classes(root, CLASSES)
 
 
 def build_split(cfg: TrainConfig):
-    from bonedeploy.data import make_split, scan_image_folder, split_from_folders
+    from bonedeploy.data.folders import make_split, scan_image_folder, split_from_folders
 
     classes = pick_classes(cfg.data, cfg.classes)
     if cfg.val:
@@ -63,7 +60,7 @@ def build_split(cfg: TrainConfig):
 
 def load_training_data(cfg: TrainConfig, spec: PreprocessSpec, reporter: Reporter) -> TrainingData:
     """Scan, split, check sizes, decode. Raises DataError (nothing written) on unusable data."""
-    from bonedeploy.data import decode_dataset
+    from bonedeploy.data.folders import decode_dataset
 
     manifest = build_split(cfg)
     check_sizes(len(manifest.train), len(manifest.val), cfg.batch_size, cfg.data)

@@ -13,11 +13,11 @@ from typing import Any
 
 import torch
 
-from bonedeploy.artefacts import ModelCard
-from bonedeploy.checkpoint import load_checkpoint, save_checkpoint
+from bonedeploy.artefacts.card import ModelCard
+from bonedeploy.artefacts.checkpoint import load_checkpoint, save_checkpoint
 from bonedeploy.errors import BonedeployError, ConfigError
-from bonedeploy.fsutil import write_json
-from bonedeploy.preprocess import SEED_SPEC, PreprocessSpec
+from bonedeploy.util.fs import write_json
+from bonedeploy.data.preprocess import SEED_SPEC, PreprocessSpec
 from bonedeploy.training import state as st
 from bonedeploy.training.config import TrainConfig
 from bonedeploy.training.dataset import TrainingData, check_sizes, load_training_data
@@ -148,10 +148,10 @@ def _fit(cfg: TrainConfig, rt: Runtime, data: TrainingData, spec: PreprocessSpec
                 _save_last(out, base, model, optimizer, gen, epoch, rec, best, history)
                 last_save, last_pt = time.monotonic(), epoch
             write_json(out / "metrics.json", _metrics(cfg, rt, history, best, last_pt))
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         saved = f"last.pt holds epoch {last_pt}" if last_pt else "no last.pt yet"
         raise TrainingInterrupted(f"interrupted during epoch {len(history) + 1}; {saved}; "
-                                  f"continue with: bonedeploy train --resume {out}") from None
+                                  f"continue with: bonedeploy train --resume {out}") from e
     finally:
         reporter.close()
     report = _report(out, data, rt, eval_bs)
@@ -160,8 +160,8 @@ def _fit(cfg: TrainConfig, rt: Runtime, data: TrainingData, spec: PreprocessSpec
 
 def _report(out: Path, data: TrainingData, rt: Runtime, eval_bs: int) -> dict[str, Any]:
     """Evaluate best.pt as saved (fp32, as export will see it) and write the run's report."""
-    from bonedeploy.checkpoint import model_from_checkpoint
-    from bonedeploy.train_report import write_report
+    from bonedeploy.artefacts.checkpoint import model_from_checkpoint
+    from bonedeploy.training.report import write_report
 
     ckpt = load_checkpoint(out / st.BEST)
     model = model_from_checkpoint(ckpt, str(out / st.BEST)).to(rt.device)

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from bonedeploy.fsutil import atomic_write, write_text
+from bonedeploy.util.fs import atomic_write, write_text
 
 RESULT_COLUMNS = (
     "name", "model", "status", "hyperparameters", "epochs", "saved_epoch", "train_acc", "val_acc",

@@ -1,7 +1,7 @@
 """What goes into best.pt / last.pt, and how a run is resumed from last.pt.
 
 Everything stored is a tensor or a plain type, so both files load with
-``torch.load(weights_only=True)`` (bonedeploy.checkpoint.load_checkpoint).
+``torch.load(weights_only=True)`` (bonedeploy.artefacts.checkpoint.load_checkpoint).
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from typing import Any
 
 import torch
 
-from bonedeploy.artefacts import ModelCard
-from bonedeploy.checkpoint import load_checkpoint
+from bonedeploy.artefacts.card import ModelCard
+from bonedeploy.artefacts.checkpoint import load_checkpoint
 from bonedeploy.errors import CheckpointError, ConfigError
 from bonedeploy.training.config import RESUME_MUTABLE, TrainConfig
 
@@ -46,7 +46,7 @@ def cpu_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 def versions() -> dict[str, Any]:
     from bonedeploy import __version__
-    from bonedeploy.machine import git_commit
+    from bonedeploy.util.machine import git_commit
 
     return {"bonedeploy": str(__version__), "torch": str(torch.__version__),  # TorchVersion is a
             "cuda": torch.version.cuda, "git_commit": git_commit()}  # class: not weights_only-safe

@@ -7,7 +7,7 @@ import pytest
 
 from bonedeploy.backends.onnxrt import OnnxRuntimeBackend, physical_cores, resolve_provider
 from bonedeploy.errors import ArtefactError, BackendUnavailableError, ConfigError
-from bonedeploy.testing import tiny_card, tiny_logits, tiny_onnx_classifier
+from onnxkit import tiny_card, tiny_logits, tiny_onnx_classifier
 
 ALL = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "AzureExecutionProvider", "CPUExecutionProvider"]
 

@@ -18,8 +18,8 @@ import pytest
 from bonedeploy.backends import cudamem
 from bonedeploy.backends.tensorrt import TensorRTBackend, plan_chunks
 from bonedeploy.errors import ArtefactError, BackendUnavailableError, IncompatibleEngineError
-from bonedeploy.export import sidecar as sc
-from bonedeploy.testing import tiny_card, tiny_logits, tiny_onnx_classifier
+from bonedeploy.artefacts import sidecar as sc
+from onnxkit import tiny_card, tiny_logits, tiny_onnx_classifier
 
 FACTS = {"tensorrt": "10.13.0", "gpu_name": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0",
          "cuda_runtime": "12.9", "driver": "575.57"}
@@ -249,7 +249,7 @@ def test_cuda_error_codes_become_errors_naming_the_call_and_nothing_leaks(fakes,
 
 @pytest.mark.skipif("tensorrt" in sys.modules, reason="checks the error where TensorRT is absent")
 def test_without_tensorrt_the_error_says_what_to_do(engine):
-    pytest.importorskip("bonedeploy.export.sidecar")
+    pytest.importorskip("bonedeploy.artefacts.sidecar")
     try:
         import tensorrt  # noqa: F401
         pytest.skip("TensorRT is installed here")

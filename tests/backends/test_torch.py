@@ -5,10 +5,10 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from bonedeploy.artefacts import ModelCard  # noqa: E402
+from bonedeploy.artefacts.card import ModelCard  # noqa: E402
 from bonedeploy.backends.onnxrt import OnnxRuntimeBackend  # noqa: E402
 from bonedeploy.backends.torch import TorchBackend  # noqa: E402
-from bonedeploy.checkpoint import save_checkpoint  # noqa: E402
+from bonedeploy.artefacts.checkpoint import save_checkpoint  # noqa: E402
 from bonedeploy.errors import BackendUnavailableError, CheckpointError, ConfigError  # noqa: E402
 from bonedeploy.models import create_model  # noqa: E402
 

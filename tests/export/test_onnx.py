@@ -6,18 +6,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from exportkit import register_tiny  # noqa: E402
 
 onnx = pytest.importorskip("onnx")
 torch = pytest.importorskip("torch")
 ort = pytest.importorskip("onnxruntime")
 
-from bonedeploy.artefacts import ModelCard  # noqa: E402
+from bonedeploy.artefacts.card import ModelCard  # noqa: E402
 from bonedeploy.errors import ArtefactError, ConfigError  # noqa: E402
 from bonedeploy.export import onnx as ox  # noqa: E402
 from bonedeploy.models import create_model  # noqa: E402
-from bonedeploy.preprocess import PreprocessSpec  # noqa: E402
+from bonedeploy.data.preprocess import PreprocessSpec  # noqa: E402
 
 
 def run(proto_or_path, x):
@@ -140,7 +139,7 @@ def test_load_onnx_names_the_file_and_the_cause(tmp_path):
 
 
 def test_foreign_io_is_refused(tmp_path):
-    from bonedeploy.testing import tiny_onnx_classifier
+    from onnxkit import tiny_onnx_classifier
 
     path = tiny_onnx_classifier(tmp_path / "foreign.onnx")  # input named "input", fixed-name graph
     with pytest.raises(ArtefactError, match=r"foreign\.onnx: 'input' is FLOAT; expected float32 'image'"):

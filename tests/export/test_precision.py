@@ -6,7 +6,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from exportkit import make_checkpoint, make_tree, register_tiny  # noqa: E402
 
 onnx = pytest.importorskip("onnx")
@@ -14,13 +13,13 @@ torch = pytest.importorskip("torch")
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxconverter_common")
 
-from bonedeploy.artefacts import ModelCard  # noqa: E402
-from bonedeploy.checkpoint import load_checkpoint  # noqa: E402
+from bonedeploy.artefacts.card import ModelCard  # noqa: E402
+from bonedeploy.artefacts.checkpoint import load_checkpoint  # noqa: E402
 from bonedeploy.errors import DataError  # noqa: E402
 from bonedeploy.export import onnx as ox  # noqa: E402
 from bonedeploy.export import precision as prec  # noqa: E402
 from bonedeploy.models import create_model  # noqa: E402
-from bonedeploy.preprocess import PreprocessSpec  # noqa: E402
+from bonedeploy.data.preprocess import PreprocessSpec  # noqa: E402
 
 SPEC = PreprocessSpec(crop_size=32)
 

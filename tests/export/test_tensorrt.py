@@ -15,13 +15,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from exportkit import make_checkpoint, make_tree  # noqa: E402
 
-from bonedeploy.artefacts import ModelCard  # noqa: E402
+from bonedeploy.artefacts.card import ModelCard  # noqa: E402
 from bonedeploy.errors import ArtefactError, BackendUnavailableError, ConfigError  # noqa: E402
 from bonedeploy.export import tensorrt as bt  # noqa: E402
-from bonedeploy.preprocess import PreprocessSpec  # noqa: E402
+from bonedeploy.data.preprocess import PreprocessSpec  # noqa: E402
 
 FACTS = {"tensorrt": "11.0.0", "gpu_name": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0",
          "cuda_runtime": "13.0", "cuda_driver_api": "13.0", "driver": "580.1"}
@@ -225,7 +224,7 @@ def fake_tensorrt11(calls, parse_errors=(), build_ok=True):
 def trt11(monkeypatch):
     calls = []
     monkeypatch.setitem(sys.modules, "tensorrt", fake_tensorrt11(calls))
-    monkeypatch.setattr("bonedeploy.export.sidecar.cuda_facts", lambda device=0: {
+    monkeypatch.setattr("bonedeploy.artefacts.sidecar.cuda_facts", lambda device=0: {
         k: v for k, v in FACTS.items() if k != "tensorrt"})
     return calls
 
@@ -233,7 +232,7 @@ def trt11(monkeypatch):
 @pytest.fixture(scope="module")
 def tiny_onnx(tmp_path_factory):
     pytest.importorskip("onnx")
-    from bonedeploy.testing import tiny_onnx_classifier
+    from onnxkit import tiny_onnx_classifier
 
     card = ModelCard(model="tiny", precision="fp16", preprocess=PreprocessSpec(crop_size=32))
     return tiny_onnx_classifier(tmp_path_factory.mktemp("onnx") / "model.fp16.onnx", card=card), card
@@ -285,8 +284,8 @@ def test_a_failed_build_leaves_no_engine(monkeypatch, tiny_onnx, tmp_path):
 
 def test_export_pipeline_builds_and_gates_the_engine_with_the_stand_in(trt11, tmp_path, monkeypatch):
     """Orchestration only: the stand-in engine's outputs are the fp16 ONNX outputs."""
-    from bonedeploy.export import engine_only
-    from bonedeploy.export.pipeline import ExportConfig, onnx_logits, run_export
+    from bonedeploy.export import from_onnx as engine_only
+    from bonedeploy.export.from_checkpoint import ExportConfig, onnx_logits, run_export
 
     monkeypatch.setattr(engine_only, "engine_logits",
                         lambda engine, x, mb: onnx_logits(engine.with_name("model.fp16.onnx"), x))
@@ -296,7 +295,7 @@ def test_export_pipeline_builds_and_gates_the_engine_with_the_stand_in(trt11, tm
     assert [f.path.name for f in res.files] == ["model.onnx", "model.fp16.onnx", "model.trt"]
     assert all(f.passed for f in res.files) and res.engine["built"] and res.engine["from"] == "model.fp16.onnx"
     side = json.loads((tmp_path / "run" / "model.trt.json").read_text())
-    from bonedeploy.fsutil import sha256_file
+    from bonedeploy.util.fs import sha256_file
     assert side["onnx"]["sha256"] == sha256_file(tmp_path / "run" / "model.fp16.onnx")
     report = json.loads((tmp_path / "run" / "export.json").read_text())
     assert report["engine"]["built"] and report["files"][2]["kind"] == "engine"
@@ -310,12 +309,12 @@ def test_export_pipeline_builds_and_gates_the_engine_with_the_stand_in(trt11, tm
 
 
 def test_onnx_input_without_tensorrt_names_the_command_to_run(tmp_path, monkeypatch):
-    from bonedeploy.export.pipeline import ExportConfig, run_export
+    from bonedeploy.export.from_checkpoint import ExportConfig, run_export
 
     def missing():
         raise BackendUnavailableError("TensorRT is not installed here (stand-in)")
 
-    monkeypatch.setattr("bonedeploy.export.sidecar.runtime_facts", missing)
+    monkeypatch.setattr("bonedeploy.artefacts.sidecar.runtime_facts", missing)
     from bonedeploy.export import onnx as ox
     from bonedeploy.models import create_model
     from exportkit import register_tiny
@@ -337,7 +336,7 @@ def _real_trt_or_skip():
 @pytest.mark.tensorrt
 def test_real_engine_from_fp16_matches_pytorch(tmp_path):
     _real_trt_or_skip()
-    from bonedeploy.export.pipeline import ExportConfig, run_export
+    from bonedeploy.export.from_checkpoint import ExportConfig, run_export
 
     data = make_tree(tmp_path / "data", per_class=4, size=(420, 410))
     ckpt = make_checkpoint(tmp_path / "run" / "best.pt", model="vgg8")

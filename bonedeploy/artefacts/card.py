@@ -1,0 +1,84 @@
+"""The model card every artefact carries: what the model is and how to feed it.
+
+Stored as ONNX ``metadata_props`` (string -> string), inside checkpoints (as a dict) and in the
+TensorRT sidecar, so no backend or command needs preprocessing flags of its own.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from bonedeploy import CLASSES, __version__
+from bonedeploy.errors import ArtefactError
+from bonedeploy.data.preprocess import PreprocessSpec
+
+PREFIX = "bonedeploy."
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    model: str
+    classes: tuple[str, ...] = CLASSES
+    preprocess: PreprocessSpec = field(default_factory=PreprocessSpec)
+    precision: str = "fp32"
+    source_sha256: str | None = None
+    bonedeploy_version: str = __version__
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ArtefactError(f"unknown precision {self.precision!r}; valid: {', '.join(PRECISIONS)}")
+        object.__setattr__(self, "classes", tuple(self.classes))
+
+    def with_(self, **changes: Any) -> "ModelCard":
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "classes": list(self.classes),
+            "preprocess": self.preprocess.to_dict(),
+            "precision": self.precision,
+            "source_sha256": self.source_sha256,
+            "bonedeploy_version": self.bonedeploy_version,
+            "extra": dict(self.extra),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], where: str = "artefact") -> "ModelCard":
+        try:
+            return cls(
+                model=d["model"],
+                classes=tuple(d["classes"]),
+                preprocess=PreprocessSpec.from_dict(d["preprocess"]),
+                precision=d.get("precision", "fp32"),
+                source_sha256=d.get("source_sha256"),
+                bonedeploy_version=d.get("bonedeploy_version", "unknown"),
+                extra=dict(d.get("extra") or {}),
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            raise ArtefactError(f"{where}: model card is incomplete or malformed ({e})") from e
+
+    def to_props(self) -> dict[str, str]:
+        """Flat string map for ONNX metadata_props: one key per field, JSON where structured."""
+        d = self.to_dict()
+        return {
+            PREFIX + k: v if isinstance(v, str) else json.dumps(v, sort_keys=True)
+            for k, v in d.items()
+            if v is not None
+        }
+
+    @classmethod
+    def from_props(cls, props: dict[str, str], where: str = "artefact") -> "ModelCard":
+        if PREFIX + "model" not in props:
+            raise ArtefactError(f"{where}: no bonedeploy metadata (was it exported by bonedeploy?)")
+        d: dict[str, Any] = {}
+        for k, v in props.items():
+            if not k.startswith(PREFIX):
+                continue
+            key = k[len(PREFIX):]
+            d[key] = v if key in ("model", "precision", "source_sha256", "bonedeploy_version") else json.loads(v)
+        return cls.from_dict(d, where)

@@ -1,0 +1,31 @@
+"""File names of the exported artefacts, shared by build time (export) and the runtime (infer,
+bench, backends): the edge runtime imports these without importing ``bonedeploy.export``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bonedeploy.artefacts.card import PRECISIONS  # fp32 first: fp16/int8 derive from it
+
+DEFAULT_PRECISIONS: tuple[str, ...] = ("fp32", "fp16")
+ENGINE_SUFFIX = ".trt"
+BASE_NAME = "model"
+
+
+def onnx_filename(precision: str, base: str = BASE_NAME) -> str:
+    """``model.onnx`` for fp32, ``model.fp16.onnx`` / ``model.int8.onnx`` otherwise."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; valid: {', '.join(PRECISIONS)}")
+    return f"{base}.onnx" if precision == "fp32" else f"{base}.{precision}.onnx"
+
+
+def engine_path_for(onnx_path: str | Path, out_dir: str | Path | None = None) -> Path:
+    """``model.fp16.onnx`` -> ``model.trt`` (beside it, or in ``out_dir``): one engine per folder
+    stem, whichever precision it was built from (the sidecar records that)."""
+    onnx_path = Path(onnx_path)
+    stem = onnx_path.name.split(".", 1)[0] or BASE_NAME
+    return Path(out_dir or onnx_path.parent) / f"{stem}{ENGINE_SUFFIX}"
+
+
+__all__ = ["BASE_NAME", "DEFAULT_PRECISIONS", "ENGINE_SUFFIX", "PRECISIONS", "engine_path_for",
+           "onnx_filename"]

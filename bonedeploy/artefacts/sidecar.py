@@ -1,0 +1,156 @@
+"""The engine sidecar ``model.trt.json``: what an engine was built with, checked before loading.
+
+TensorRT engines are not portable across TensorRT versions or GPUs; deserialising a foreign one
+returns ``None`` (and a ``NoneType`` traceback later). The sidecar records the build facts so the
+loader can say what differs and how to rebuild instead. Torch- and TensorRT-free at import.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from bonedeploy.artefacts.card import ModelCard
+from bonedeploy.errors import ArtefactError, BackendUnavailableError, IncompatibleEngineError
+from bonedeploy.util.fs import write_json
+
+SIDECAR_FORMAT = "bonedeploy.trt-sidecar/1"
+# Facts that must match exactly: a TensorRT engine is tied to its TensorRT build and GPU.
+FATAL = ("tensorrt", "gpu_name", "compute_capability")
+# Facts that are recorded and reported, but a mismatch only warns (newer drivers load old engines).
+ADVISORY = ("cuda_runtime", "driver")
+
+
+def sidecar_path(engine: str | Path) -> Path:
+    """``model.trt`` -> ``model.trt.json``."""
+    engine = Path(engine)
+    return engine.with_name(engine.name + ".json")
+
+
+def build_sidecar(facts: dict[str, Any], card: ModelCard, profile: dict[str, Any], onnx_file: str | Path,
+                  onnx_sha256: str, built_at: str, build_seconds: float | None = None,
+                  workspace_bytes: int | None = None) -> dict[str, Any]:
+    return {
+        "format": SIDECAR_FORMAT,
+        **{k: facts.get(k) for k in FATAL + ADVISORY},
+        "cuda_driver_api": facts.get("cuda_driver_api"),
+        "precision": card.precision,
+        "profile": profile,
+        "onnx": {"file": Path(onnx_file).name, "sha256": onnx_sha256},
+        "preprocess": card.preprocess.to_dict(),
+        "classes": list(card.classes),
+        "model": card.model,
+        "card": card.to_dict(),
+        "built_at": built_at,
+        "build_seconds": build_seconds,
+        "workspace_bytes": workspace_bytes,
+    }
+
+
+def write_sidecar(engine: str | Path, sidecar: dict[str, Any]) -> Path:
+    path = sidecar_path(engine)
+    write_json(path, sidecar)
+    return path
+
+
+def read_sidecar(engine: str | Path) -> dict[str, Any]:
+    """The sidecar beside ``engine``; ``ArtefactError`` naming it when missing or malformed."""
+    path = sidecar_path(engine)
+    how = f"rebuild with `bonedeploy export {_onnx_hint(None, engine)}`"
+    if not path.is_file():
+        raise ArtefactError(f"{path}: missing; the engine {Path(engine).name} cannot be checked "
+                            f"against this TensorRT/GPU; {how}")
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise ArtefactError(f"{path}: unreadable sidecar ({e}); {how}") from e
+    if not isinstance(data, dict) or data.get("format") != SIDECAR_FORMAT:
+        raise ArtefactError(f"{path}: not a bonedeploy engine sidecar (format "
+                            f"{data.get('format') if isinstance(data, dict) else None!r}); {how}")
+    return data
+
+
+def card_from_sidecar(sidecar: dict[str, Any], where: str = "sidecar") -> ModelCard:
+    return ModelCard.from_dict(sidecar.get("card") or {}, where)
+
+
+def runtime_facts() -> dict[str, Any]:
+    """TensorRT version, CUDA runtime/driver versions and the GPU of this process (device 0).
+
+    Needs ``tensorrt`` and cuda-python (``cuda.bindings.runtime``); imported here only.
+    """
+    try:
+        import tensorrt as trt
+    except ImportError as e:
+        raise BackendUnavailableError(f"TensorRT is not installed here ({e}); "
+                                      "it needs TensorRT and cuda-python (bonedeploy's 'tensorrt' extra) and an NVIDIA GPU") from e
+    return {"tensorrt": str(trt.__version__), **cuda_facts()}
+
+
+def cuda_facts(device: int = 0) -> dict[str, Any]:
+    """GPU name, compute capability and CUDA versions via cuda-python; driver from nvidia-smi.
+    Without cuda-python, nvidia-smi alone gives name, compute capability and driver."""
+    from bonedeploy.util.machine import gpu_info
+
+    try:
+        from cuda.bindings import runtime as cudart
+    except ImportError as e:
+        smi = gpu_info()
+        if smi:
+            return {"gpu_name": smi["name"], "compute_capability": smi["compute_capability"],
+                    "cuda_runtime": None, "cuda_driver_api": None, "driver": smi["driver"]}
+        raise BackendUnavailableError(f"cuda-python (cuda.bindings) is not installed ({e}) and "
+                                      "nvidia-smi finds no GPU; pip install cuda-python") from e
+    count = _cuda(cudart, cudart.cudaGetDeviceCount(), "cudaGetDeviceCount")
+    if count < 1:
+        raise BackendUnavailableError("no CUDA GPU is visible to this process")
+    props = _cuda(cudart, cudart.cudaGetDeviceProperties(device), "cudaGetDeviceProperties")
+    name = props.name.decode(errors="replace") if isinstance(props.name, bytes) else str(props.name)
+    smi = gpu_info() or {}
+    return {
+        "gpu_name": name.split("\x00", 1)[0].strip(),
+        "compute_capability": f"{props.major}.{props.minor}",
+        "cuda_runtime": _cuda_version(_cuda(cudart, cudart.cudaRuntimeGetVersion(), "cudaRuntimeGetVersion")),
+        "cuda_driver_api": _cuda_version(_cuda(cudart, cudart.cudaDriverGetVersion(), "cudaDriverGetVersion")),
+        "driver": smi.get("driver"),
+    }
+
+
+def _cuda(cudart: Any, result: tuple, what: str) -> Any:
+    err, value = result[0], result[1] if len(result) > 1 else None
+    if err != cudart.cudaError_t.cudaSuccess:
+        raise BackendUnavailableError(f"CUDA {what} failed: {getattr(err, 'name', err)}")
+    return value
+
+
+def _cuda_version(v: int) -> str:
+    """12060 -> "12.6"."""
+    return f"{int(v) // 1000}.{int(v) % 1000 // 10}"
+
+
+def check_compatible(sidecar: dict[str, Any], facts: dict[str, Any], engine: str | Path | None = None) -> list[str]:
+    """Raise ``IncompatibleEngineError`` naming every fatal difference (TensorRT version, GPU,
+    compute capability) and how to rebuild; return advisory differences (CUDA, driver) as notes."""
+    where = str(engine) if engine is not None else "engine"
+    fatal = [_differs(k, sidecar.get(k), facts.get(k)) for k in FATAL
+             if sidecar.get(k) is not None and facts.get(k) is not None and str(sidecar[k]) != str(facts[k])]
+    if fatal:
+        raise IncompatibleEngineError(
+            f"{where} was built for another setup: {'; '.join(fatal)}. Engines are tied to the "
+            f"TensorRT version and GPU they were built with; rebuild with "
+            f"`bonedeploy export {_onnx_hint(sidecar, engine)}` on this machine")
+    return [_differs(k, sidecar.get(k), facts.get(k)) for k in ADVISORY
+            if sidecar.get(k) is not None and facts.get(k) is not None and str(sidecar[k]) != str(facts[k])]
+
+
+def _differs(key: str, built: Any, here: Any) -> str:
+    label = {"tensorrt": "TensorRT", "gpu_name": "GPU", "compute_capability": "compute capability",
+             "cuda_runtime": "CUDA runtime", "driver": "driver"}.get(key, key)
+    return f"{label} {built} at build, {here} here"
+
+
+def _onnx_hint(sidecar: dict[str, Any] | None, engine: str | Path | None) -> str:
+    """The ONNX file the engine came from (recorded), else ``model.onnx``, beside the engine."""
+    name = ((sidecar or {}).get("onnx") or {}).get("file") or "model.onnx"
+    return str(Path(engine).parent / name) if engine is not None else name

@@ -1,0 +1,65 @@
+"""``bonedeploy bench``: latency, throughput and parity of every artefact against PyTorch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from bonedeploy.errors import ConfigError
+
+COMMAND_KWARGS = {"no_args_is_help": False}
+
+
+def parse_batch_sizes(text: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(s) for s in text.replace(" ", "").split(",") if s)
+    except ValueError:
+        sizes = ()
+    if not sizes or any(s < 1 for s in sizes):
+        raise ConfigError(f"--batch-sizes {text!r}: expected comma-separated positive integers, e.g. 1,8,32")
+    return sizes
+
+
+def command(
+    artefacts: list[Path] = typer.Argument(
+        None, help="Files to benchmark (.pt, .onnx, .trt). Default: everything in --dir.",
+        show_default=False),
+    run_dir: Path = typer.Option(None, "--dir", help="Run/export directory holding best.pt and "
+                                 "model*.onnx / model.trt (default: the current directory)."),
+    data: Path = typer.Option(None, "--data", help="Labelled image folder (Fractured/, Normal/) "
+                              "for parity; default: the checkpoint's validation split, else synthetic."),
+    batch_sizes: str = typer.Option("1,8,32", "--batch-sizes", help="Comma-separated batch sizes."),
+    duration: float = typer.Option(3.0, "--duration", help="Seconds measured per batch size (at "
+                                   "least --min-iters iterations)."),
+    warmup: float = typer.Option(0.2, "--warmup", help="Seconds of warm-up per batch size."),
+    min_iters: int = typer.Option(10, "--min-iters", help="Minimum timed iterations."),
+    mode: str = typer.Option("both", "--mode", help="compute (preprocessed batch in memory), "
+                             "e2e (files → decode → infer) or both."),
+    compile: bool = typer.Option(False, "--compile", help="Add the torch.compile max-autotune "
+                                 "baseline (autotuning takes minutes)."),
+    parity: bool = typer.Option(True, "--parity/--no-parity", help="Compare every artefact with "
+                                "the PyTorch fp32 reference and apply the export gates."),
+    parity_n: int = typer.Option(None, "--parity-n", help="Number of parity images (default: "
+                                 "the whole validation split / bonedeploy.eval.parity's default)."),
+    json_path: Path = typer.Option(None, "--json", help="Write every number and the machine to JSON."),
+    md_path: Path = typer.Option(None, "--md", help="Write a Markdown report."),
+    plot_path: Path = typer.Option(None, "--plot", help="Write a PNG plot."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress or table on the terminal."),
+) -> None:
+    """Benchmark latency, throughput and accuracy parity of every artefact vs PyTorch.
+
+    Covers the PyTorch modes, ONNX fp32/fp16/int8 and TensorRT.
+
+    Artefacts that cannot run here are listed with the reason.
+    Exit codes: 0 ok; 1 the run failed; 2 an artefact failed its parity gate (reports are written first).
+    """
+    from bonedeploy.bench import BenchConfig, bench
+
+    config = BenchConfig(
+        artefacts=list(artefacts or []), run_dir=run_dir, data=data,
+        batch_sizes=parse_batch_sizes(batch_sizes), duration_s=duration, warmup_s=warmup,
+        min_iterations=min_iters, mode=mode, compile=compile, parity=parity, parity_n=parity_n,
+        json_path=json_path, md_path=md_path, plot_path=plot_path, quiet=quiet,
+    )
+    bench(config)

@@ -1,0 +1,141 @@
+"""``bonedeploy infer``: batched inference over files and folders, one row per image."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+
+# typer keeps a docstring's line breaks, so each paragraph is one string here.
+HELP = "\n\n".join([
+    "Classify radiographs with an exported model (.onnx, .trt/.engine/.plan) or a .pt checkpoint.",
+    "Inputs are image files and folders (searched recursively, sorted). Every image gets one row in "
+    "--out (CSV or JSON by its suffix): path, predicted class, p_<class> for each class, status "
+    "(ok or error: <cause>), and label when known. Rows are appended to <out>.partial as the run "
+    "goes and <out> is written atomically at the end; --resume continues a killed run without "
+    "doing any image twice.",
+    "When the images sit in class-named folders (Fractured/, Normal/) or --labels is given, "
+    "accuracy (95% CI), sensitivity, specificity, F1, ROC AUC and the confusion matrix are printed "
+    "and saved to <out stem>.metrics.json.",
+    "Exit codes:\n"
+    "0  every image ok\n"
+    "3  some images failed (more than --max-error-rate; their rows say why)\n"
+    "1  the run itself failed (missing or incompatible engine, no inputs, bad option)",
+])
+
+
+def command(
+    inputs: list[Path] = typer.Argument(..., help="Image files and/or folders.", show_default=False),
+    engine: Path = typer.Option(..., "--engine", "-e", help="model.onnx, model.trt or best.pt."),
+    backend: str = typer.Option(None, "--backend", help="torch, onnxruntime or tensorrt "
+                                "(default: from the engine's suffix)."),
+    provider: str = typer.Option(None, "--provider", help="onnxruntime execution provider, e.g. cpu, "
+                                 "cuda, tensorrt (default: the best available)."),
+    device: str = typer.Option(None, "--device", help="auto, cpu or cuda."),
+    precision: str = typer.Option(None, "--precision", help=".pt only: fp32 or fp16 (CUDA)."),
+    cuda_graph: bool = typer.Option(False, "--cuda-graph", help=".pt on CUDA only: replay a CUDA "
+                                    "graph captured for --batch-size."),
+    batch_size: int = typer.Option(16, "--batch-size", "-b", help="Images per model call."),
+    out: Path = typer.Option(Path("predictions.csv"), "--out", "-o", help="preds.csv or preds.json."),
+    workers: int = typer.Option(None, "--workers", "-j", help="Decoder processes (default: cores - 1; "
+                                "0 decodes in the main process)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue: skip images already in --out or its .partial (failed ones too: delete their rows to retry)."),
+    threshold: float = typer.Option(None, "--threshold", help="Predict Fractured when p(Fractured) >= T "
+                                    "(default: the most probable class)."),
+    labels: Path = typer.Option(None, "--labels", help="CSV with columns path,label for metrics."),
+    max_error_rate: float = typer.Option(0.0, "--max-error-rate", help="Share of failed images "
+                                         "tolerated before exit code 3."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary."),
+) -> None:
+    from rich.console import Console
+
+    from bonedeploy.infer.run import InferConfig, run_inference
+
+    config = InferConfig(
+        engine=engine, inputs=tuple(inputs), out=out, backend=backend, provider=provider,
+        device=device, precision=precision, cuda_graph=cuda_graph, batch_size=batch_size,
+        workers=workers, resume=resume, threshold=threshold, labels=labels,
+        max_error_rate=max_error_rate)
+    console = Console(stderr=True, quiet=quiet)
+    with _progress(console) as progress:
+        result = run_inference(config, progress=progress)
+    if not quiet:
+        print_summary(Console(), result)
+    code = result.exit_code(max_error_rate)
+    if code:
+        raise typer.Exit(code)
+
+
+command.__doc__ = HELP
+
+
+class _progress:
+    """A rich bar with images/s measured over this run (resumed images excluded)."""
+
+    def __init__(self, console):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.bar = Progress(TextColumn("infer"), BarColumn(), MofNCompleteColumn(),
+                            TextColumn("{task.fields[rate]} img/s"), TextColumn("{task.fields[errors]}"),
+                            TimeRemainingColumn(), console=console, transient=False)
+        self.task = None
+        self.start = self.first = None
+
+    def __enter__(self):
+        self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.bar.__exit__(*exc)
+
+    def __call__(self, done: int, total: int, errors: int) -> None:
+        import time
+
+        now = time.perf_counter()
+        if self.task is None:
+            self.task = self.bar.add_task("infer", total=total, rate="–", errors="")
+            self.start, self.first = now, done
+            self.bar.update(self.task, completed=done)
+            return
+        rate = (done - self.first) / (now - self.start) if now > self.start else 0.0
+        self.bar.update(self.task, completed=done, rate=f"{rate:.1f}",
+                        errors=f"[red]{errors} errors[/]" if errors else "")
+
+
+def print_summary(console, result) -> None:
+    from rich.table import Table
+
+    r = result
+    console.print(f"{r.total} images: {r.ok} ok, {len(r.errors)} failed"
+                  + (f", {r.resumed} resumed from {r.out}" if r.resumed else "")
+                  + f"; {r.processed} run in {r.seconds:.1f} s ({r.images_per_s:.1f} images/s)"
+                  + f" with {r.backend.get('backend')} -> {r.out}")
+    for path, cause in r.errors[:10]:
+        console.print(f"  [red]error[/] {path}: {cause}", highlight=False)
+    if len(r.errors) > 10:
+        console.print(f"  ... and {len(r.errors) - 10} more (see {r.out})")
+    for note in r.notes:
+        console.print(f"note: {note}")
+    if r.extra_rows:
+        console.print(f"note: {r.extra_rows} rows from earlier runs for other inputs kept in {r.out}")
+    if r.metrics:
+        console.print(metrics_table(r.metrics, Table))
+        console.print(f"metrics -> {r.metrics_path}")
+
+
+def metrics_table(m: dict[str, Any], Table) -> Any:
+    from bonedeploy.eval.metrics import format_accuracy
+
+    t = Table(title=f"metrics on {m['n']} labelled images ({m.get('label_source')})", show_header=False)
+    t.add_row("accuracy", format_accuracy(m))
+    for key in ("sensitivity", "specificity", "f1", "roc_auc"):
+        v = m.get(key)
+        t.add_row(key, "–" if v is None else f"{v:.3f}")
+    classes = m["classes"]
+    cm = m["confusion_matrix"]
+    t.add_row("confusion (rows true, cols pred)", "\n".join(
+        f"{c:>10}: " + "  ".join(f"{v:>4}" for v in row) for c, row in zip(classes, cm)))
+    if m.get("n_unlabelled"):
+        t.add_row("unlabelled (not scored)", str(m["n_unlabelled"]))
+    return t

@@ -1,0 +1,295 @@
+"""Parity of a deployed artefact with the PyTorch fp32 reference, and the gates it must pass.
+
+One implementation for ``bonedeploy export`` (gate every ONNX file) and ``bonedeploy bench``
+(report every backend). Torch-free: it compares logits and reads images with numpy.
+
+Label flips and the decision boundary. A *flip* is an image whose predicted class differs between
+reference and candidate. Its *margin* is how far the reference was from the decision boundary:
+|p_ref(positive) - t| for two classes (t = the threshold, 0.5 for argmax), half the gap between
+the two largest reference probabilities otherwise. Reduced precision legitimately moves
+probabilities by ~1e-3, so an image sitting on the boundary may flip without anything being wrong;
+a flip where the reference was confident (margin > ``flip_margin``, default 0.05, i.e. reference
+p(Fractured) outside 0.45-0.55) is a real disagreement. The fp16 gate fails on those and reports,
+but tolerates, the near-boundary ones.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from bonedeploy import POSITIVE_CLASS
+from bonedeploy.errors import ConfigError, DataError
+from bonedeploy.eval.metrics import classify
+from bonedeploy.data.preprocess import SEED_SPEC, PreprocessSpec
+
+DEFAULT_FLIP_MARGIN = 0.05
+SYNTH_N = 48  # synthetic parity images when no real ones exist
+
+
+@dataclass(frozen=True)
+class Gate:
+    """Limits one precision must meet; ``None`` means not checked."""
+
+    max_abs_dprob: float | None = None
+    max_flips_away: int | None = None  # flips whose reference margin > flip_margin
+    min_top1_agreement: float | None = None
+    max_accuracy_drop: float | None = None  # fraction: 0.01 = one percentage point
+    flip_margin: float = DEFAULT_FLIP_MARGIN
+
+    def __post_init__(self) -> None:
+        for name, lo, hi in (("max_abs_dprob", 0.0, 1.0), ("min_top1_agreement", 0.0, 1.0),
+                             ("max_accuracy_drop", 0.0, 1.0), ("flip_margin", 0.0, 0.5)):
+            v = getattr(self, name)
+            if v is not None and not lo <= float(v) <= hi:
+                raise ConfigError(f"gate {name} = {v}: must be within [{lo:g}, {hi:g}]")
+        if self.max_flips_away is not None and self.max_flips_away < 0:
+            raise ConfigError(f"gate max_flips_away = {self.max_flips_away}: must be >= 0")
+
+    def with_(self, **changes: Any) -> "Gate":
+        valid = {f.name for f in fields(self)}
+        bad = sorted(set(changes) - valid)
+        if bad:
+            raise ConfigError(f"unknown gate settings {bad}; valid: {', '.join(sorted(valid))}")
+        return replace(self, **changes)
+
+    def describe(self) -> str:
+        parts = []
+        if self.max_abs_dprob is not None:
+            parts.append(f"max|Δprob| ≤ {self.max_abs_dprob:g}")
+        if self.max_flips_away is not None:
+            parts.append(f"≤ {self.max_flips_away} flips with margin > {self.flip_margin:g}")
+        if self.min_top1_agreement is not None:
+            parts.append(f"top-1 agreement ≥ {self.min_top1_agreement:.0%}")
+        if self.max_accuracy_drop is not None:
+            parts.append(f"accuracy drop ≤ {self.max_accuracy_drop * 100:g} pt")
+        return ", ".join(parts) or "none"
+
+
+GATES: dict[str, Gate] = {
+    "fp32": Gate(max_abs_dprob=1e-4),
+    "fp16": Gate(max_abs_dprob=1e-2, max_flips_away=0),
+    "int8": Gate(min_top1_agreement=0.98, max_accuracy_drop=0.01),
+}
+"""Default gates per precision (documented in the README; override per run)."""
+
+
+@dataclass(frozen=True)
+class Flip:
+    index: int
+    path: str
+    ref_class: str
+    cand_class: str
+    ref_prob: float  # reference p(positive class), or its top-1 probability beyond two classes
+    cand_prob: float
+    margin: float  # reference distance from the decision boundary
+
+    def near_boundary(self, flip_margin: float = DEFAULT_FLIP_MARGIN) -> bool:
+        return self.margin <= flip_margin
+
+
+@dataclass
+class ParityResult:
+    n: int
+    classes: tuple[str, ...]
+    threshold: float | None
+    max_abs_dprob: float
+    mean_abs_dprob: float
+    top1_agreement: float
+    flips: list[Flip] = field(default_factory=list)
+    nonfinite: int = 0  # candidate rows with NaN/inf logits (fp16 overflow)
+    labelled: bool = False
+    accuracy_ref: float | None = None
+    accuracy_cand: float | None = None
+    accuracy_delta: float | None = None
+    sensitivity_ref: float | None = None
+    sensitivity_cand: float | None = None
+    sensitivity_delta: float | None = None
+    specificity_ref: float | None = None
+    specificity_cand: float | None = None
+    specificity_delta: float | None = None
+
+    def flips_away(self, flip_margin: float = DEFAULT_FLIP_MARGIN) -> list[Flip]:
+        return [f for f in self.flips if not f.near_boundary(flip_margin)]
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["classes"] = list(self.classes)
+        d["flips"] = [{**asdict(f), "near_boundary": f.near_boundary()} for f in self.flips]
+        d["flips_away"] = len(self.flips_away())
+        return d
+
+
+def compare(ref_logits: np.ndarray, cand_logits: np.ndarray, paths: Sequence[str | Path],
+            classes: Sequence[str], labels: Sequence[int] | None = None,
+            threshold: float | None = None) -> ParityResult:
+    """Compare candidate logits with the reference's on the same images (softmax probabilities)."""
+    ref = np.asarray(ref_logits, dtype=np.float64)
+    cand = np.asarray(cand_logits, dtype=np.float64)
+    if ref.shape != cand.shape or ref.ndim != 2 or len(paths) != len(ref):
+        raise ValueError(f"parity: reference {ref.shape}, candidate {cand.shape} and "
+                         f"{len(paths)} paths do not line up")
+    classes = tuple(classes)
+    finite = np.isfinite(cand).all(axis=1)
+    p_ref, p_cand = _softmax64(ref), _softmax64(np.where(np.isfinite(cand), cand, 0.0))
+    dprob = np.abs(p_ref - p_cand).max(axis=1) if len(ref) else np.zeros(0)
+    dprob = np.where(finite, dprob, np.inf)
+    y_ref, y_cand = classify(p_ref, classes, threshold), classify(p_cand, classes, threshold)
+    y_cand = np.where(finite, y_cand, -1)
+    score, margin = _margins(p_ref, p_cand, classes, threshold)
+    flips = [Flip(int(i), str(paths[i]), classes[y_ref[i]], classes[y_cand[i]] if y_cand[i] >= 0 else "NaN",
+                  float(score[0][i]), float(score[1][i]), float(margin[i]))
+             for i in np.flatnonzero(y_ref != y_cand)]
+    n = len(ref)
+    res = ParityResult(
+        n=n, classes=classes, threshold=threshold,
+        max_abs_dprob=float(dprob.max()) if n else 0.0, mean_abs_dprob=float(dprob.mean()) if n else 0.0,
+        top1_agreement=float((y_ref == y_cand).mean()) if n else 1.0, flips=flips,
+        nonfinite=int((~finite).sum()),
+    )
+    if labels is not None and n:
+        _add_accuracy(res, np.asarray(labels, dtype=int), y_ref, y_cand, classes)
+    return res
+
+
+def _softmax64(z: np.ndarray) -> np.ndarray:
+    """Softmax in float64: the fp32 gate compares differences of ~1e-7."""
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def _margins(p_ref: np.ndarray, p_cand: np.ndarray, classes: tuple[str, ...],
+             threshold: float | None) -> tuple[tuple[np.ndarray, np.ndarray], np.ndarray]:
+    if len(classes) == 2 and POSITIVE_CLASS in classes:
+        pos = classes.index(POSITIVE_CLASS)
+        t = 0.5 if threshold is None else threshold
+        return (p_ref[:, pos], p_cand[:, pos]), np.abs(p_ref[:, pos] - t)
+    top2 = np.sort(p_ref, axis=1)[:, -2:]
+    return (top2[:, 1], p_cand.max(axis=1)), (top2[:, 1] - top2[:, 0]) / 2
+
+
+def _add_accuracy(res: ParityResult, y: np.ndarray, y_ref: np.ndarray, y_cand: np.ndarray,
+                  classes: tuple[str, ...]) -> None:
+    res.labelled = True
+    res.accuracy_ref = float((y_ref == y).mean())
+    res.accuracy_cand = float((y_cand == y).mean())
+    res.accuracy_delta = res.accuracy_cand - res.accuracy_ref
+    if POSITIVE_CLASS not in classes:
+        return
+    pos = classes.index(POSITIVE_CLASS)
+    for name, cls in (("sensitivity", True), ("specificity", False)):
+        mask = (y == pos) if cls else (y != pos)
+        if not mask.any():
+            continue
+        r = float(((y_ref == pos) == cls)[mask].mean())
+        c = float(((y_cand == pos) == cls)[mask].mean())
+        setattr(res, f"{name}_ref", r)
+        setattr(res, f"{name}_cand", c)
+        setattr(res, f"{name}_delta", c - r)
+
+
+def check_gate(result: ParityResult, precision: str, gates: dict[str, Gate] | None = None) -> list[str]:
+    """Every way ``result`` misses the gate for ``precision`` (empty list: it passes)."""
+    gates = GATES if gates is None else gates
+    if precision not in gates:
+        raise ConfigError(f"no parity gate for precision {precision!r}; valid: {', '.join(gates)}")
+    g, out = gates[precision], []
+    if result.nonfinite:
+        out.append(f"{result.nonfinite} image(s) gave NaN/inf logits")
+    if g.max_abs_dprob is not None and not result.max_abs_dprob <= g.max_abs_dprob:
+        out.append(f"max |Δprob| {result.max_abs_dprob:.2e} > {g.max_abs_dprob:g}")
+    if g.max_flips_away is not None:
+        away = result.flips_away(g.flip_margin)
+        if len(away) > g.max_flips_away:
+            names = ", ".join(Path(f.path).name for f in away[:3]) + (" …" if len(away) > 3 else "")
+            out.append(f"{len(away)} label flip(s) away from the boundary (margin > {g.flip_margin:g}): {names}")
+    if g.min_top1_agreement is not None and result.top1_agreement < g.min_top1_agreement:
+        out.append(f"top-1 agreement {result.top1_agreement:.1%} < {g.min_top1_agreement:.0%}")
+    if (g.max_accuracy_drop is not None and result.accuracy_delta is not None
+            and -result.accuracy_delta > g.max_accuracy_drop + 1e-12):
+        out.append(f"accuracy drop {-result.accuracy_delta * 100:.1f} pt > {g.max_accuracy_drop * 100:g} pt")
+    return out
+
+
+# --- inputs --------------------------------------------------------------------------------
+def parity_inputs(ckpt: dict[str, Any] | None = None, data: str | Path | None = None,
+                  spec: PreprocessSpec = SEED_SPEC, n: int | None = None, seed: int = 0,
+                  classes: Sequence[str] | None = None) -> tuple[np.ndarray, np.ndarray | None, list[str]]:
+    """Real, labelled inputs for a parity check: ``(x N x C x H x W float32, labels, paths)``.
+
+    ``data`` (an image-folder tree) when given; else the checkpoint's validation images when their
+    folder exists here; else ``n`` (default 48) synthetic radiographs generated in a temporary
+    folder (their paths are then names, not files). ``n`` caps the real sets (evenly spaced).
+    """
+    classes = tuple(classes or ((ckpt or {}).get("card") or {}).get("classes") or ()) or None
+    if data is not None:
+        return _from_tree(Path(data), spec, n, classes)
+    split = (ckpt or {}).get("split") or {}
+    if split.get("root") and split.get("val") and Path(split["root"]).is_dir():
+        entries = [(Path(e["path"]), int(e["label"])) for e in split["val"]]
+        split_classes = tuple(split.get("classes") or classes or ())
+        _check_classes(split_classes, classes, split["root"])
+        return _decode(Path(split["root"]), _spread(entries, n), spec, str(Path(split["root"])))
+    return _synthetic(spec, n or SYNTH_N, seed, classes)
+
+
+def _from_tree(root: Path, spec: PreprocessSpec, n: int | None, classes) -> tuple:
+    from bonedeploy.data.folders import known_classes, scan_image_folder
+
+    scan = scan_image_folder(root, known_classes(root, classes))
+    _check_classes(tuple(scan.classes), classes, root)
+    return _decode(root, _spread(list(scan.items), n), spec, str(root))
+
+
+def _synthetic(spec: PreprocessSpec, n: int, seed: int, classes) -> tuple:
+    from bonedeploy.data.synth import SynthConfig, generate_dataset
+
+    with tempfile.TemporaryDirectory(prefix="bonedeploy-parity-") as tmp:
+        root = Path(tmp) / "synthetic"
+        generate_dataset(root, SynthConfig(n=max(2, n), seed=seed))  # the seed geometry (400 px crop)
+        from bonedeploy.data.folders import scan_image_folder
+
+        scan = scan_image_folder(root)
+        _check_classes(tuple(scan.classes), classes, "synthetic set")
+        return _decode(root, list(scan.items), spec, "synthetic")
+
+
+def _check_classes(found: tuple[str, ...], expected: tuple[str, ...] | None, where: Any) -> None:
+    if expected and found and tuple(found) != tuple(expected):
+        raise DataError(f"{where}: classes {list(found)} do not match the model's {list(expected)}")
+
+
+def _spread(items: list, n: int | None) -> list:
+    if n is None or len(items) <= n:
+        return items
+    idx = np.unique(np.linspace(0, len(items) - 1, n).round().astype(int))
+    return [items[i] for i in idx]
+
+
+def _decode(root: Path, items: list, spec: PreprocessSpec, label: str) -> tuple:
+    from bonedeploy.data.folders import decode_dataset
+
+    if not items:
+        raise DataError(f"{root}: no images for the parity check")
+    ds = decode_dataset(root, [(Path(p), int(y)) for p, y in items], spec, skip_bad=True)
+    if len(ds.x) == 0:
+        raise DataError(f"{root}: none of the parity images could be read")
+    # Synthetic images live in a folder deleted on return: name them, do not point at them.
+    names = [f"synthetic/{Path(p).relative_to(root).as_posix()}" if label == "synthetic" else str(p)
+             for p in ds.paths]
+    return np.ascontiguousarray(ds.x, dtype=np.float32), np.asarray(ds.y, dtype=int), names
+
+
+def inputs_kind(ckpt: dict[str, Any] | None, data: str | Path | None) -> str:
+    """Which source ``parity_inputs`` uses for these arguments (for reports)."""
+    if data is not None:
+        return "data folder"
+    split = (ckpt or {}).get("split") or {}
+    if split.get("root") and split.get("val") and Path(split["root"]).is_dir():
+        return "checkpoint validation split"
+    return "synthetic"

@@ -1,0 +1,306 @@
+"""Batched inference over files and folders: ``run_inference(InferConfig) -> InferResult``.
+
+Every input image gets exactly one row (``ok`` or ``error: <cause>``), written incrementally and
+resumably (``bonedeploy.infer.predictions``); decoding overlaps the model (``bonedeploy.data.prefetch``). The
+engine is loaded and checked against the inputs before any image is read. Torch is imported only
+by the torch backend.
+"""
+
+from __future__ import annotations
+
+import json
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from bonedeploy import POSITIVE_CLASS
+from bonedeploy.errors import ArtefactError, ConfigError, DataError
+from bonedeploy.data.labels import folder_labels, read_labels_csv
+from bonedeploy.infer.predictions import PredictionStore, path_key
+
+Progress = Callable[[int, int, int], None]  # (images done incl. resumed, total, errors so far)
+INPUT_CHANNELS = 1  # bonedeploy infer feeds grayscale radiographs: N x 1 x H x W
+
+
+@dataclass(frozen=True)
+class InferConfig:
+    engine: Path
+    inputs: tuple[Path, ...]
+    out: Path = Path("predictions.csv")
+    backend: str | None = None  # default: chosen from the engine's suffix
+    provider: str | None = None  # onnxruntime only
+    device: str | None = None  # auto | cpu | cuda
+    precision: str | None = None  # torch only: fp32 | fp16
+    cuda_graph: bool = False  # torch only
+    batch_size: int = 16
+    workers: int | None = None  # decoder workers; None = cores - 1; 0 = decode inline
+    pool: str = "process"
+    resume: bool = False
+    threshold: float | None = None  # on p(Fractured); None = argmax
+    labels: Path | None = None
+    max_error_rate: float = 0.0
+
+    def validate(self) -> None:
+        if self.batch_size < 1:
+            raise ConfigError(f"--batch-size must be >= 1, got {self.batch_size}")
+        if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:
+            raise ConfigError(f"--threshold must be in [0, 1], got {self.threshold}")
+        if not 0.0 <= self.max_error_rate <= 1.0:
+            raise ConfigError(f"--max-error-rate must be in [0, 1], got {self.max_error_rate}")
+        if not self.inputs:
+            raise DataError("no inputs given: name image files and/or folders")
+
+    def backend_options(self, backend: str) -> dict[str, Any]:
+        """Each backend gets only the options it understands; a misplaced one is refused."""
+        opts: dict[str, Any] = {"device": self.device}
+        if backend == "torch":
+            opts.update(precision=self.precision, cuda_graph=self.cuda_graph or None,
+                        batch_size=self.batch_size)
+        elif self.precision or self.cuda_graph:
+            raise ConfigError(f"--precision/--cuda-graph apply to .pt checkpoints (torch backend), not "
+                              f"{backend}: the precision of an exported file is fixed when it is exported")
+        if backend == "onnxruntime":
+            # Decoders share the CPU with the runtime: its idle threads must not spin on it.
+            opts.update(provider=self.provider, spinning=False if self.workers != 0 else None)
+        elif self.provider:
+            raise ConfigError(f"--provider applies to the onnxruntime backend only, not {backend}")
+        return opts
+
+
+@dataclass
+class InferResult:
+    out: Path
+    total: int
+    processed: int  # images run in this invocation
+    resumed: int  # images skipped because the output already had them
+    ok: int
+    errors: list[tuple[str, str]]  # (path, cause), every failed input
+    backend: dict[str, Any]
+    seconds: float
+    skipped_inputs: int = 0  # non-image files left out of folders
+    metrics: dict[str, Any] | None = None
+    metrics_path: Path | None = None
+    extra_rows: int = 0  # rows kept from earlier runs for paths not among these inputs
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def error_rate(self) -> float:
+        return len(self.errors) / self.total if self.total else 0.0
+
+    @property
+    def images_per_s(self) -> float:
+        return self.processed / self.seconds if self.seconds > 0 else float("nan")
+
+    def exit_code(self, max_error_rate: float = 0.0) -> int:
+        """0 all ok, 3 more images failed than tolerated (the run itself succeeded)."""
+        return 3 if self.errors and self.error_rate > max_error_rate else 0
+
+
+def open_engine(config: InferConfig):
+    """Load the backend and refuse an engine that cannot take our inputs (before reading images)."""
+    from bonedeploy.backends import backend_for_path
+
+    if not config.engine.is_file():
+        raise ArtefactError(f"engine not found: {config.engine}")
+    cls = backend_for_path(config.engine, config.backend)
+    backend = cls(config.engine, **config.backend_options(cls.name))
+    backend.load()
+    try:
+        check_engine_fits(backend, config.threshold)
+    except BaseException:
+        backend.close()
+        raise
+    return backend
+
+
+def check_engine_fits(backend, threshold: float | None = None) -> None:
+    card, where = backend.card, backend.path
+    shape = card.preprocess.input_shape
+    if shape[0] != INPUT_CHANNELS:
+        raise ArtefactError(f"{where}: wrong engine for radiographs: its model takes {shape[0]}-channel "
+                            f"input ({' x '.join(map(str, shape))}), bonedeploy infer feeds "
+                            f"{INPUT_CHANNELS}-channel N x 1 x H x W tensors")
+    declared = backend.declared_input_shape()
+    if declared is not None and any(d is not None and d != s for d, s in zip(declared, shape)):
+        raise ArtefactError(f"{where}: the graph takes {tuple(declared)} per image but its model card "
+                            f"says {shape}: the artefact is inconsistent; re-export it")
+    width = backend.declared_output_width()
+    if width is not None and width != len(card.classes):
+        raise ArtefactError(f"{where}: {width} outputs per image but the card names "
+                            f"{len(card.classes)} classes {list(card.classes)}")
+    if threshold is not None and (POSITIVE_CLASS not in card.classes or len(card.classes) != 2):
+        raise ConfigError(f"--threshold needs two classes including {POSITIVE_CLASS!r}; "
+                          f"this model has {list(card.classes)}")
+
+
+def predict_rows(paths: Sequence[Path], decoded, logits: np.ndarray | None) -> list[dict[str, Any]]:
+    """One row per path of the batch, in order: probabilities or the error's cause."""
+    from bonedeploy.eval.metrics import softmax
+
+    rows = [{"path": str(p), "probs": None, "status": ""} for p in paths]
+    for i, cause in decoded.errors.items():
+        rows[i]["status"] = "error: " + " ".join(str(cause).split())
+    if logits is not None and len(decoded.ok):
+        probs = softmax(logits)
+        for k, i in enumerate(decoded.ok):
+            if np.isfinite(logits[k]).all():
+                rows[i].update(probs=[float(p) for p in probs[k]], status="ok")
+            else:
+                rows[i]["status"] = "error: the model returned non-finite logits"
+    return rows
+
+
+def _label_rows(rows, classes, labels: dict[str, int], threshold) -> None:
+    from bonedeploy.eval.metrics import classify
+
+    for row in rows:
+        lab = labels.get(path_key(row["path"]))
+        row["label"] = classes[lab] if lab is not None else None
+        row["predicted"] = None
+        if row["probs"] is not None:
+            row["predicted"] = classes[int(classify(np.array([row["probs"]]), classes, threshold)[0])]
+
+
+def run_inference(config: InferConfig, progress: Progress | None = None) -> InferResult:
+    from bonedeploy.data.folders import list_images
+    from bonedeploy.data.prefetch import BatchPrefetcher
+
+    config.validate()
+    partial = PredictionStore(config.out, ("x",)).partial  # also refuses a bad --out suffix early
+    paths, skipped = list_images(config.inputs)
+    if not paths:
+        raise DataError(f"no images in {', '.join(map(str, config.inputs))} ({skipped} non-image entries skipped)")
+    if partial.exists() and not config.resume:
+        raise ConfigError(f"{partial} exists from an interrupted run: pass --resume to continue it, "
+                          "or delete it to start afresh")
+    engine_sha = check_engine_record(config)
+    # Decoder workers start (importing their modules) while the model loads; no image is read yet.
+    with BatchPrefetcher(config.workers, config.pool) as prefetcher:
+        backend = open_engine(config)
+        write_engine_record(config, engine_sha)
+        try:
+            return _run(config, backend, prefetcher, paths, skipped, progress)
+        finally:
+            backend.close()
+
+
+def run_record_path(out: Path) -> Path:
+    return out.with_name(out.name + ".run.json")
+
+
+def check_engine_record(config: InferConfig) -> str | None:
+    """Tie the predictions file to the engine that wrote it: ``--resume`` with another engine
+    would mix two models' rows in one file, so it is refused (the file's sha256 decides)."""
+    from bonedeploy.util.fs import sha256_file
+
+    if not Path(config.engine).is_file():
+        return None  # open_engine reports the missing file
+    record, sha = run_record_path(Path(config.out)), sha256_file(config.engine)
+    if config.resume and record.is_file():
+        try:
+            before = json.loads(record.read_text())
+        except (OSError, ValueError):
+            before = {}
+        if before.get("engine_sha256") not in (None, sha):
+            raise ConfigError(f"{config.out} was written by {before.get('engine')} (sha256 "
+                              f"{before['engine_sha256'][:12]}…), not {config.engine} ({sha[:12]}…): "
+                              "resume with the same engine, or write to another --out")
+    return sha
+
+
+def write_engine_record(config: InferConfig, sha: str | None) -> None:
+    from bonedeploy.util.fs import write_json
+
+    if sha is not None:
+        write_json(run_record_path(Path(config.out)), {"engine": str(config.engine), "engine_sha256": sha})
+
+
+def _run(config, backend, prefetcher, paths, skipped, progress) -> InferResult:
+    classes = list(backend.card.classes)
+    labels = read_labels_csv(config.labels, classes, paths) if config.labels else folder_labels(paths, classes)
+    store = PredictionStore(config.out, classes, with_label=bool(labels))
+    previous = store.read_existing() if config.resume else []
+    done = {path_key(r["path"]) for r in previous}
+    todo = [p for p in paths if path_key(p) not in done]
+    batches = [todo[i:i + config.batch_size] for i in range(0, len(todo), config.batch_size)]
+    n_err = sum(r["status"] != "ok" for r in previous)
+    n_done = len(paths) - len(todo)
+    if progress:
+        progress(n_done, len(paths), n_err)
+    new_rows: list[dict[str, Any]] = []
+    store.begin(previous)
+    start = time.perf_counter()
+    decoded_batches = prefetcher.iterate(batches, backend.card.preprocess)
+    try:
+        for decoded in decoded_batches:
+            logits = backend.infer(decoded.x) if len(decoded.ok) else None
+            if logits is not None and logits.shape != (len(decoded.ok), len(classes)):
+                raise ArtefactError(f"{config.engine}: returned logits of shape {logits.shape} for "
+                                    f"{len(decoded.ok)} images and {len(classes)} classes {classes}")
+            rows = predict_rows(decoded.paths, decoded, logits)
+            _label_rows(rows, classes, labels, config.threshold)
+            store.append(rows)
+            new_rows.extend(rows)
+            n_done += len(rows)
+            n_err += sum(r["status"] != "ok" for r in rows)
+            if progress:
+                progress(n_done, len(paths), n_err)
+    finally:
+        decoded_batches.close()
+        store.close()
+    seconds = time.perf_counter() - start
+    return _finish(config, backend, store, paths, previous, new_rows, labels, seconds, skipped)
+
+
+def _finish(config, backend, store, paths, previous, new_rows, labels, seconds, skipped) -> InferResult:
+    classes = list(backend.card.classes)
+    by_key = {path_key(r["path"]): r for r in previous}
+    by_key.update({path_key(r["path"]): r for r in new_rows})
+    ordered = [by_key.pop(path_key(p)) for p in paths]
+    extra = list(by_key.values())  # earlier rows for other inputs: kept, never dropped silently
+    _label_rows(ordered + extra, classes, labels, config.threshold)
+    meta = {"engine": str(config.engine), "model": backend.card.model, "classes": classes,
+            "threshold": config.threshold, "backend": backend.describe()}
+    store.finish(ordered + extra, meta)
+    result = InferResult(
+        out=config.out, total=len(paths), processed=len(new_rows), resumed=len(previous) - len(extra),
+        ok=sum(r["status"] == "ok" for r in ordered),
+        errors=[(r["path"], r["status"].removeprefix("error: ")) for r in ordered if r["status"] != "ok"],
+        backend=backend.describe(), seconds=seconds, skipped_inputs=skipped, extra_rows=len(extra))
+    if labels:
+        _add_metrics(result, config, ordered, classes, meta)
+    return result
+
+
+def _add_metrics(result: InferResult, config: InferConfig, rows, classes, meta) -> None:
+    from bonedeploy.util.fs import write_json
+    from bonedeploy.eval.metrics import classification_summary
+
+    scored = [r for r in rows if r["status"] == "ok" and r["label"] is not None]
+    unlabelled = sum(r["label"] is None for r in rows)
+    if not scored:
+        result.notes.append("labels known but no labelled image was predicted: no metrics")
+        return
+    y = [classes.index(r["label"]) for r in scored]
+    summary = classification_summary(y, np.array([r["probs"] for r in scored]), classes, config.threshold)
+    summary.update(n_unlabelled=unlabelled, n_errors=len(result.errors),
+                   label_source=str(config.labels) if config.labels else "class folders", **meta)
+    result.metrics = _clean(summary)
+    result.metrics_path = config.out.with_name(config.out.stem + ".metrics.json")
+    write_json(result.metrics_path, result.metrics)
+
+
+def _clean(obj: Any) -> Any:
+    """NaN -> None, so the metrics file is strict JSON."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    return obj
