@@ -9,7 +9,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
-from bonedeploy.errors import ConfigError
+from bonedeploy.errors import BackendUnavailableError, ConfigError
+
+SEED_INPUT = (1, 400, 400)
+"""C x H x W of the seed's inputs: grey, centre-cropped to 400 x 400."""
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,19 @@ class ModelEntry:
     seed: SeedResult
     params: int
     description: str
+    input_size: tuple[int, int, int] = SEED_INPUT
+
+    def __post_init__(self) -> None:
+        c, h, w = self.input_size
+        if h != w or c not in (1, 3):
+            raise ValueError(f"{self.name}: input_size {self.input_size} must be (1|3, S, S)")
+
+    def preprocess(self) -> Any:
+        """The ``PreprocessSpec`` that feeds this model (as torchvision's ``Weights.transforms``):
+        training writes it into the checkpoint's card, and every artefact carries it from there."""
+        from bonedeploy.data.preprocess import PreprocessSpec
+
+        return PreprocessSpec(crop_size=self.input_size[1], channels=self.input_size[0])
 
     def hyperparameters(self) -> str:
         """The seed table's 'Hyper parameters' cell."""
@@ -94,6 +110,12 @@ def create_model(name: str, **overrides: Any):
 
 
 def _load_families() -> None:
-    # Families register on import; importing here keeps `import bonedeploy` torch-free.
-    # Import order is the seed table's order.
-    from bonedeploy.models import vgg, alexnet, resnet  # noqa: F401, I001
+    # Families register on import; importing here keeps `import bonedeploy` torch-free (each
+    # family file defines its nn.Module classes at module level). Order: the seed table's.
+    try:
+        from bonedeploy.models import vgg, alexnet, resnet  # noqa: F401, I001
+    except ModuleNotFoundError as e:
+        if e.name != "torch":
+            raise
+        raise BackendUnavailableError("the model zoo needs PyTorch: pip install 'bonedeploy[train]' "
+                                      "(inference on exported files does not)") from e

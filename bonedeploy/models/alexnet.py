@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
-from functools import partial
+from torch import nn
 
 from bonedeploy.models._registry import ModelEntry, SeedResult, TrainDefaults, register_model
 
 
-def build_alexnet(dropout: float = 0.5, num_classes: int = 2, in_channels: int = 1):
-    from torch import nn
+class AlexNet(nn.Sequential):
+    """A flat ``nn.Sequential`` so that checkpoints keep the seed's layer indices (``0.weight``)."""
 
-    return nn.Sequential(
+    def __init__(self, dropout: float = 0.5, num_classes: int = 2, in_channels: int = 1):
+        super().__init__(*_layers(dropout, num_classes, in_channels))
+
+
+def _layers(dropout: float, num_classes: int, in_channels: int) -> list[nn.Module]:
+    return [
         nn.Conv2d(in_channels, 96, 11, stride=4),
         nn.ReLU(inplace=True),
         nn.MaxPool2d(3, 2),
@@ -34,7 +39,7 @@ def build_alexnet(dropout: float = 0.5, num_classes: int = 2, in_channels: int =
         nn.Linear(4096, 4096),
         nn.ReLU(inplace=True),
         nn.Linear(4096, num_classes),
-    )
+    ]
 
 
 # name, dropout, weight decay, seed (val, train, f1, saved epoch, train loss, val loss)
@@ -50,7 +55,7 @@ for _name, _p, _wd, _seed in _VARIANTS:
         ModelEntry(
             name=_name,
             family="alexnet",
-            builder=partial(build_alexnet),
+            builder=AlexNet,
             kwargs={"dropout": _p},
             defaults=TrainDefaults(epochs=100, weight_decay=_wd),
             seed=_seed,

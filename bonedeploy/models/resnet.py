@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from functools import partial
 
+import torch.nn.functional as F
+from torch import nn
+
 from bonedeploy.models._registry import ModelEntry, SeedResult, TrainDefaults, register_model
 
 _CFGS = {
@@ -13,58 +16,44 @@ _CFGS = {
 }
 
 
-def _block_cls():
-    import torch.nn.functional as F
-    from torch import nn
+class BasicBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or cin != cout:
+            # The seed projects with a 3x3 conv, not the usual 1x1.
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False),
+                                          nn.BatchNorm2d(cout))
 
-    class BasicBlock(nn.Module):
-        def __init__(self, cin: int, cout: int, stride: int):
-            super().__init__()
-            self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-            self.bn1 = nn.BatchNorm2d(cout)
-            self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-            self.bn2 = nn.BatchNorm2d(cout)
-            self.shortcut = nn.Sequential()
-            if stride != 1 or cin != cout:
-                # The seed projects with a 3x3 conv, not the usual 1x1.
-                self.shortcut = nn.Sequential(
-                    nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout)
-                )
-
-        def forward(self, x):
-            out = F.relu(self.bn1(self.conv1(x)))
-            out = self.bn2(self.conv2(out))
-            return F.relu(out + self.shortcut(x))
-
-    return BasicBlock
+    def forward(self, x):
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return F.relu(out + self.shortcut(x))
 
 
-def build_resnet(cfg: str, num_classes: int = 2, in_channels: int = 1):
-    import torch.nn.functional as F
-    from torch import nn
+class ResNet(nn.Module):
+    """Stem conv + BN + ReLU, two ``BasicBlock``s per stage, avg_pool2d(8), one linear layer."""
 
-    widths, flat = _CFGS[cfg]
-    Block = _block_cls()
+    def __init__(self, widths: tuple[int, ...], flat: int, num_classes: int = 2, in_channels: int = 1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(widths[0])
+        stages, cin = [], widths[0]
+        for i, w in enumerate(widths):
+            stride = 1 if i == 0 else 2
+            stages.append(nn.Sequential(BasicBlock(cin, w, stride), BasicBlock(w, w, 1)))
+            cin = w
+        self.layers = nn.Sequential(*stages)
+        self.linear = nn.Linear(flat, num_classes)
 
-    class ResNet(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.conv1 = nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False)
-            self.bn1 = nn.BatchNorm2d(widths[0])
-            stages, cin = [], widths[0]
-            for i, w in enumerate(widths):
-                stride = 1 if i == 0 else 2
-                stages.append(nn.Sequential(Block(cin, w, stride), Block(w, w, 1)))
-                cin = w
-            self.layers = nn.Sequential(*stages)
-            self.linear = nn.Linear(flat, num_classes)
-
-        def forward(self, x):
-            out = self.layers(F.relu(self.bn1(self.conv1(x))))
-            out = F.avg_pool2d(out, 8)
-            return self.linear(out.flatten(1))
-
-    return ResNet()
+    def forward(self, x):
+        out = self.layers(F.relu(self.bn1(self.conv1(x))))
+        out = F.avg_pool2d(out, 8)
+        return self.linear(out.flatten(1))
 
 
 _VARIANTS = [
@@ -78,7 +67,7 @@ for _name, _params, _desc, _epochs, _wd, _seed in _VARIANTS:
         ModelEntry(
             name=_name,
             family="resnet",
-            builder=partial(build_resnet, _name),
+            builder=partial(ResNet, *_CFGS[_name]),
             kwargs={},
             defaults=TrainDefaults(epochs=_epochs, weight_decay=_wd),
             seed=_seed,

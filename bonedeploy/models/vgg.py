@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from functools import partial
 
+from torch import nn
+
 from bonedeploy.models._registry import ModelEntry, SeedResult, TrainDefaults, register_model
 
 # Channel counts; "M" is a max pool. Unpadded convs, as in the seed.
@@ -15,22 +17,24 @@ _CFGS = {
 }
 
 
-def build_vgg(cfg: str, num_classes: int = 2, in_channels: int = 1):
-    from torch import nn
+class VGG(nn.Sequential):
+    """Unpadded conv/ReLU stacks and max pools from a ``_CFGS`` row, then one linear layer; a flat
+    ``nn.Sequential`` so that checkpoint keys stay the layer indices."""
 
-    spec = _CFGS[cfg]
-    layers: list = []
-    c = in_channels
-    for v in spec["layers"]:
-        if v == "M":
-            layers.append(nn.MaxPool2d(spec["pool"], 2))
-        else:
-            layers += [nn.Conv2d(c, v, 3), nn.ReLU(inplace=True)]
-            c = v
-    if spec["avgpool"]:
-        layers.append(nn.AvgPool2d(spec["avgpool"]))
-    layers += [nn.Flatten(), nn.Linear(spec["flat"], num_classes)]
-    return nn.Sequential(*layers)
+    def __init__(self, cfg: str, num_classes: int = 2, in_channels: int = 1):
+        spec = _CFGS[cfg]
+        layers: list[nn.Module] = []
+        c = in_channels
+        for v in spec["layers"]:
+            if v == "M":
+                layers.append(nn.MaxPool2d(spec["pool"], 2))
+            else:
+                layers += [nn.Conv2d(c, v, 3), nn.ReLU(inplace=True)]
+                c = v
+        if spec["avgpool"]:
+            layers.append(nn.AvgPool2d(spec["avgpool"]))
+        layers += [nn.Flatten(), nn.Linear(spec["flat"], num_classes)]
+        super().__init__(*layers)
 
 
 _VARIANTS = [
@@ -43,7 +47,7 @@ for _name, _params, _desc, _seed in _VARIANTS:
         ModelEntry(
             name=_name,
             family="vgg",
-            builder=partial(build_vgg, _name),
+            builder=partial(VGG, _name),
             kwargs={},
             defaults=TrainDefaults(epochs=100),
             seed=_seed,

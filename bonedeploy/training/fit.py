@@ -17,7 +17,7 @@ from bonedeploy.artefacts.card import ModelCard
 from bonedeploy.artefacts.checkpoint import load_checkpoint, save_checkpoint
 from bonedeploy.errors import BonedeployError, ConfigError
 from bonedeploy.util.fs import write_json
-from bonedeploy.data.preprocess import SEED_SPEC, PreprocessSpec
+from bonedeploy.data.preprocess import PreprocessSpec
 from bonedeploy.training import state as st
 from bonedeploy.training.config import TrainConfig
 from bonedeploy.training.dataset import TrainingData, check_sizes, load_training_data
@@ -55,10 +55,17 @@ def is_better(rec: dict[str, Any], best: dict[str, Any] | None) -> bool:
     return (rec["val_acc"], -rec["val_loss"]) > (best["val_acc"], -best["val_loss"])
 
 
+def model_preprocess(model: str) -> PreprocessSpec:
+    from bonedeploy.models import get_model_entry
+
+    return get_model_entry(model).preprocess()
+
+
 def train(cfg: TrainConfig, reporter: Reporter | None = None,
-          spec: PreprocessSpec = SEED_SPEC, data: TrainingData | None = None) -> TrainResult:
-    """Train one run. ``data``: already decoded images for this config's data/split settings
-    (a sweep decodes once for all its runs); default: decode here."""
+          spec: PreprocessSpec | None = None, data: TrainingData | None = None) -> TrainResult:
+    """Train one run. ``spec``: default the model's registry entry's (resumes keep their own).
+    ``data``: already decoded images for this config's data/split settings (a sweep decodes once
+    for all its runs); default: decode here."""
     reporter = reporter or Reporter()
     resume, last_path = None, None
     if cfg.resume:
@@ -67,6 +74,7 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None,
         cfg = st.merge_resume(cfg, resume["config"], last_path)
         spec = PreprocessSpec.from_dict(resume["card"]["preprocess"])
     cfg = cfg.resolve()
+    spec = spec or model_preprocess(cfg.model)
     if not cfg.data:
         raise ConfigError("no DATA folder given (an image folder with one sub-folder per class)")
     rt = resolve_runtime(cfg.device, cfg.precision, cfg.channels_last, cfg.deterministic)

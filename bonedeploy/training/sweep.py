@@ -168,7 +168,7 @@ def run_sweep(cfg: SweepConfig, reporter_for: Callable[[str], Any] | None = None
     """Train the plan in order; stop at the first failing run (rerunning skips finished ones)."""
     from bonedeploy.training import Reporter, train
     from bonedeploy.training.dataset import load_training_data
-    from bonedeploy.data.preprocess import SEED_SPEC
+    from bonedeploy.training.fit import model_preprocess
 
     todo = plan(cfg)
     out = Path(cfg.out)
@@ -181,13 +181,14 @@ def run_sweep(cfg: SweepConfig, reporter_for: Callable[[str], Any] | None = None
         if st == "done":
             continue
         reporter = reporter_for(run.name) if reporter_for else Reporter()
-        key = tuple(str(getattr(tc, k)) for k in DATA_KEYS)
+        spec = model_preprocess(tc.model)
+        key = (*(str(getattr(tc, k)) for k in DATA_KEYS), spec)
         if key not in cache:
             cache.clear()  # keep one decoded set in memory
-            cache[key] = load_training_data(tc, SEED_SPEC, reporter)
+            cache[key] = load_training_data(tc, spec, reporter)
         if st == "resume":
             tc = dataclasses.replace(tc, resume=tc.out)
-        train(tc, reporter, data=cache[key])
+        train(tc, reporter, spec=spec, data=cache[key])
     # the table covers the whole recipe: runs left out by --only appear once they have a report
     chosen = {run.name for run, _, _ in todo}
     rows = [row for run in load_recipe(cfg.recipe) for row in [result_row(run.name, out / run.name)]

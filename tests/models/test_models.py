@@ -35,9 +35,12 @@ def test_param_count_matches_seed(name):
 @pytest.mark.parametrize("name", MODELS)
 def test_forward_maps_batch_to_two_logits(name):
     torch.manual_seed(0)
+    entry = get_model_entry(name)
+    assert entry.input_size == (1, 400, 400)  # the seed's preprocessing for every run
+    assert entry.preprocess().input_shape == entry.input_size
     model = create_model(name).eval()
     with torch.no_grad():
-        out = model(torch.rand(2, 1, 400, 400))
+        out = model(torch.rand(2, *entry.input_size))
     assert out.shape == (2, 2)
     assert torch.isfinite(out).all()
     # logits, not log-probabilities: rows need not sum to 1 after exp (the seed's double softmax)
@@ -93,3 +96,33 @@ def test_unknown_option_is_refused():
 def test_duplicate_registration_raises():
     with pytest.raises(ValueError, match="already registered"):
         register_model(get_model_entry("vgg8"))
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_model_classes_live_at_module_level(name):
+    """Module-level classes pickle, show in reprs and can be subclassed (timm's layout)."""
+    import importlib
+
+    model = create_model(name)
+    cls = type(model)
+    assert importlib.import_module(cls.__module__).__dict__[cls.__qualname__] is cls
+    for sub in model.modules():
+        assert "<locals>" not in type(sub).__qualname__
+
+
+def test_state_dict_keys_keep_the_flat_layer_indices():
+    """Checkpoints written before the classes existed (nn.Sequential) still load."""
+    keys = list(create_model("alexnet_d05").state_dict())
+    assert keys[:2] == ["0.weight", "0.bias"] and keys[-1] == "22.bias"
+    assert list(create_model("vgg8").state_dict())[:2] == ["0.weight", "0.bias"]
+
+
+def test_model_zoo_without_torch_names_the_extra():
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['torch'] = None\n"  # what an edge install without torch sees
+            "from bonedeploy.models import list_models\n"
+            "try:\n    list_models()\nexcept Exception as e:\n    print(type(e).__name__, e)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60).stdout
+    assert "BackendUnavailableError" in out and "bonedeploy[train]" in out
