@@ -13,9 +13,11 @@ from typing import Any
 from bonedeploy import CLASSES, __version__
 from bonedeploy.errors import ArtefactError
 from bonedeploy.data.preprocess import PreprocessSpec
+from bonedeploy.eval.operating_point import OperatingPoint
 
 PREFIX = "bonedeploy."
 PRECISIONS = ("fp32", "fp16", "int8")
+_STRING_FIELDS = ("model", "precision", "source_sha256", "bonedeploy_version")
 
 
 @dataclass(frozen=True)
@@ -27,11 +29,22 @@ class ModelCard:
     source_sha256: str | None = None
     bonedeploy_version: str = __version__
     extra: dict[str, Any] = field(default_factory=dict)
+    # How to read the logits (bonedeploy.eval.decision): logits / temperature -> softmax -> decide
+    # at the operating point (None: argmax). ``calibration`` holds the fit's figures; ``history``
+    # the values a later ``bonedeploy calibrate`` replaced, oldest first.
+    operating_point: OperatingPoint | None = None
+    temperature: float = 1.0
+    calibration: dict[str, Any] | None = None
+    history: tuple[dict[str, Any], ...] = ()
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
             raise ArtefactError(f"unknown precision {self.precision!r}; valid: {', '.join(PRECISIONS)}")
+        if not float(self.temperature) > 0:
+            raise ArtefactError(f"temperature {self.temperature!r} must be > 0")
         object.__setattr__(self, "classes", tuple(self.classes))
+        object.__setattr__(self, "temperature", float(self.temperature))
+        object.__setattr__(self, "history", tuple(dict(h) for h in self.history))
 
     def with_(self, **changes: Any) -> "ModelCard":
         return replace(self, **changes)
@@ -45,7 +58,16 @@ class ModelCard:
             "source_sha256": self.source_sha256,
             "bonedeploy_version": self.bonedeploy_version,
             "extra": dict(self.extra),
+            "operating_point": self.operating_point.to_dict() if self.operating_point else None,
+            "temperature": self.temperature,
+            "calibration": dict(self.calibration) if self.calibration else None,
+            "history": [dict(h) for h in self.history],
         }
+
+    def decision_state(self) -> dict[str, Any]:
+        """The decision fields, as kept in ``history`` when they are replaced."""
+        d = self.to_dict()
+        return {k: d[k] for k in ("operating_point", "temperature", "calibration")}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], where: str = "artefact") -> "ModelCard":
@@ -58,6 +80,10 @@ class ModelCard:
                 source_sha256=d.get("source_sha256"),
                 bonedeploy_version=d.get("bonedeploy_version", "unknown"),
                 extra=dict(d.get("extra") or {}),
+                operating_point=OperatingPoint.from_dict(op) if (op := d.get("operating_point")) else None,
+                temperature=float(d.get("temperature", 1.0)),
+                calibration=d.get("calibration"),
+                history=tuple(d.get("history") or ()),
             )
         except (KeyError, TypeError, ValueError) as e:
             raise ArtefactError(f"{where}: model card is incomplete or malformed ({e})") from e
@@ -80,5 +106,5 @@ class ModelCard:
             if not k.startswith(PREFIX):
                 continue
             key = k[len(PREFIX):]
-            d[key] = v if key in ("model", "precision", "source_sha256", "bonedeploy_version") else json.loads(v)
+            d[key] = v if key in _STRING_FIELDS else json.loads(v)
         return cls.from_dict(d, where)

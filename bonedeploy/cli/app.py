@@ -35,6 +35,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("sweep", "sweep"),
     ("export", "export"),
     ("infer", "infer"),
+    ("calibrate", "calibrate"),
     ("bench", "bench"),
     ("demo", "demo"),
 ]

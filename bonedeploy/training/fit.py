@@ -26,7 +26,8 @@ from bonedeploy.training.progress import Reporter
 from bonedeploy.training.runtime import Runtime, configured, resolve_runtime
 
 # Files a run leaves in its folder (``--overwrite`` removes exactly these first).
-RUN_FILES = (st.BEST, st.LAST, "metrics.json", "curves.png", "report.md", "report.json")
+RUN_FILES = (st.BEST, st.LAST, "metrics.json", "curves.png", "report.md", "report.json",
+             "calibration.json", "calibration.md", "reliability.png")
 
 
 class TrainingInterrupted(BonedeployError):
@@ -62,10 +63,15 @@ def model_preprocess(model: str) -> PreprocessSpec:
 
 
 def train(cfg: TrainConfig, reporter: Reporter | None = None,
-          spec: PreprocessSpec | None = None, data: TrainingData | None = None) -> TrainResult:
+          spec: PreprocessSpec | None = None, data: TrainingData | None = None,
+          target_sensitivity: float | None = None) -> TrainResult:
     """Train one run. ``spec``: default the model's registry entry's (resumes keep their own).
     ``data``: already decoded images for this config's data/split settings (a sweep decodes once
-    for all its runs); default: decode here."""
+    for all its runs); default: decode here. ``target_sensitivity``: choose best.pt's operating
+    point for it (default: argmax); the temperature is fitted either way."""
+    from bonedeploy.eval.operating_point import validate_target
+
+    validate_target(target_sensitivity)
     reporter = reporter or Reporter()
     resume, last_path = None, None
     if cfg.resume:
@@ -93,11 +99,12 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None,
         st.check_same_data(resume["split"], data.split, last_path)
     cfg = cfg.replace(device=rt.device.type, precision=rt.precision, channels_last=rt.channels_last)
     with configured(rt):
-        return _fit(cfg, rt, data, spec, out, resume, reporter)
+        return _fit(cfg, rt, data, spec, out, resume, reporter, target_sensitivity)
 
 
 def _fit(cfg: TrainConfig, rt: Runtime, data: TrainingData, spec: PreprocessSpec, out: Path,
-         resume: dict[str, Any] | None, reporter: Reporter) -> TrainResult:
+         resume: dict[str, Any] | None, reporter: Reporter,
+         target_sensitivity: float | None = None) -> TrainResult:
     from bonedeploy.models import create_model
 
     torch.manual_seed(cfg.seed)
@@ -162,12 +169,14 @@ def _fit(cfg: TrainConfig, rt: Runtime, data: TrainingData, spec: PreprocessSpec
                                   f"continue with: bonedeploy train --resume {out}") from e
     finally:
         reporter.close()
-    report = _report(out, data, rt, eval_bs)
+    report = _report(out, data, rt, eval_bs, target_sensitivity)
     return TrainResult(out, cfg, best or {}, report, history)
 
 
-def _report(out: Path, data: TrainingData, rt: Runtime, eval_bs: int) -> dict[str, Any]:
-    """Evaluate best.pt as saved (fp32, as export will see it) and write the run's report."""
+def _report(out: Path, data: TrainingData, rt: Runtime, eval_bs: int,
+            target_sensitivity: float | None = None) -> dict[str, Any]:
+    """Evaluate best.pt as saved (fp32, as export will see it), write the run's report, then fit
+    its temperature and operating point on the validation logits (written into best.pt's card)."""
     from bonedeploy.artefacts.checkpoint import model_from_checkpoint
     from bonedeploy.training.report import write_report
 
@@ -178,7 +187,21 @@ def _report(out: Path, data: TrainingData, rt: Runtime, eval_bs: int) -> dict[st
     logits = {part: evaluate(model, x, y, batch_size=eval_bs, rt=fp32).logits.numpy()
               for part, x, y in (("train", x_tr, y_tr), ("val", x_va, y_va))}
     labels = {"train": y_tr.cpu().numpy(), "val": y_va.cpu().numpy()}
-    return write_report(out, ckpt, logits, labels, paths={"val": data.val_paths})
+    report = write_report(out, ckpt, logits, labels, paths={"val": data.val_paths})
+    report["decision"] = _calibrate_best(out, ckpt, logits["val"], labels["val"], target_sensitivity)
+    return report
+
+
+def _calibrate_best(out: Path, ckpt: dict, val_logits, val_labels, target: float | None) -> dict[str, Any]:
+    from bonedeploy.artefacts.checkpoint import card_from_checkpoint
+    from bonedeploy.eval.calibration import apply_fit, fit_decision, write_calibration_report
+
+    card = card_from_checkpoint(ckpt, str(out / st.BEST))
+    fit = fit_decision(val_logits, val_labels, card.classes, target, "the validation split")
+    save_checkpoint(out / st.BEST, {**ckpt, "card": apply_fit(card, fit).to_dict()})
+    paths = write_calibration_report(out, fit, card.classes, card.model)
+    return {"temperature": fit.temperature, "operating_point": fit.operating_point.to_dict(),
+            "calibration": fit.calibration, "files": {k: p.name for k, p in paths.items()}}
 
 
 def _save_best(out: Path, base: dict, state: dict, best: dict, history: list) -> None:

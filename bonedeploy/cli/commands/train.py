@@ -59,11 +59,16 @@ def command(
     workers: int = typer.Option(None, "--workers", help="Image-decoding processes (default: all cores)."),
     save_every: float = typer.Option(30.0, "--save-every", help="Seconds between checkpoint writes; "
                                      "the last epoch always writes."),
+    target_sensitivity: float = typer.Option(None, "--target-sensitivity", help="Choose the operating "
+                                             "point: the highest threshold on calibrated p(Fractured) "
+                                             "whose validation sensitivity is >= S, e.g. 0.95 "
+                                             "[default: argmax]."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="One plain line per epoch (for logs)."),
 ) -> None:
     """Train one seed variant; keep the best-validation weights in OUT/best.pt with a report.
 
-    Writes OUT/best.pt, last.pt (resume state), metrics.json, curves.png, report.md/json.
+    Writes OUT/best.pt, last.pt (resume state), metrics.json, curves.png, report.md/json, and
+    calibration.md/json + reliability.png (temperature and operating point, stored in best.pt).
     """
     from bonedeploy.training import LineReporter, RichReporter, TrainConfig, train
 
@@ -80,8 +85,14 @@ def command(
         save_every=save_every, overwrite=overwrite,
     )
     reporter = LineReporter() if quiet else RichReporter()
-    result = train(config, reporter)
+    result = train(config, reporter, target_sensitivity=target_sensitivity)
     reporter.message(summary_line(result.report, result.out))
+    decision = result.report.get("decision")
+    if decision:
+        from bonedeploy.eval.operating_point import OperatingPoint
+
+        op = OperatingPoint.from_dict(decision["operating_point"])
+        reporter.message(f"temperature {decision['temperature']:.3f}; operating point: {op.describe()}")
 
 
 def summary_line(report: dict, out: Path) -> str:

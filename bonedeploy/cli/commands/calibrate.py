@@ -1,0 +1,44 @@
+"""``bonedeploy calibrate CHECKPOINT``: fit the temperature and choose the operating point."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+COMMAND_KWARGS = {"no_args_is_help": True}
+
+
+def command(
+    checkpoint: Path = typer.Argument(..., help="A bonedeploy checkpoint (best.pt)."),
+    data: Path = typer.Option(None, "--data", help="A labelled image folder (one sub-folder per class) "
+                              "to fit on, instead of the validation split recorded in the checkpoint."),
+    target_sensitivity: float = typer.Option(None, "--target-sensitivity", help="Choose the highest "
+                                             "threshold on calibrated p(Fractured) whose sensitivity "
+                                             "is >= S, e.g. 0.95 [default: argmax]."),
+    out: Path = typer.Option(None, "--out", "-o", help="Write the calibrated checkpoint here "
+                             "[default: rewrite CHECKPOINT in place, atomically; the old values go "
+                             "to the card's history]."),
+) -> None:
+    """Fit temperature scaling (NLL) and choose the operating point; store both in the card.
+
+    Writes calibration.md/json and reliability.png beside the output checkpoint. The temperature
+    and the threshold are fitted on the same images; --data gives a separate calibration set.
+    Re-export afterwards so that the ONNX files and engines carry the new values."""
+    from rich.console import Console
+
+    from bonedeploy.eval.calibration import CalibrateConfig, calibrate_checkpoint
+
+    result = calibrate_checkpoint(CalibrateConfig(checkpoint, data, target_sensitivity, out))
+    c, op = result.fit.calibration, result.fit.operating_point
+    console = Console()
+    console.print(f"temperature {result.fit.temperature:.4f} on {c['n']} images ({c['fitted_on']})",
+                  highlight=False)
+    for k in ("nll", "ece", "brier"):
+        console.print(f"  {k:<6} {c['before'][k]:.4f} -> {c['after'][k]:.4f}", highlight=False)
+    console.print(f"operating point: {op.describe()}", highlight=False)
+    if result.replaced:
+        console.print("previous values kept in the card's history", highlight=False)
+    console.print(f"-> {result.out}; report {result.reports['md']}, {result.reports['png']}", highlight=False)
+    console.print("note: the temperature and the threshold were fitted on the same images; "
+                  "re-export to carry them into the ONNX files", highlight=False)

@@ -1,0 +1,150 @@
+"""The operating point: the threshold on calibrated p(positive) chosen for a target sensitivity.
+
+A clinic reads a fracture classifier at a threshold chosen so that it misses at most a set share
+of fractures (a missed fracture costs more than a second look). The chosen threshold is the
+*highest* one whose sensitivity on the selection split is >= the target: the most specific
+point that still meets the target. It is reported with stratified bootstrap 95% intervals of the
+sensitivity and specificity at that threshold, since a validation split of tens of images pins
+neither down.
+
+Numpy only at import: the card (which every artefact carries, torch-free) holds an
+``OperatingPoint``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+from bonedeploy.errors import ConfigError, DataError
+
+N_BOOTSTRAP = 2000
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    """How the model decides: ``p(positive_class) >= threshold`` (``threshold`` None: argmax)."""
+
+    positive_class: str
+    threshold: float | None = None
+    target_sensitivity: float | None = None
+    sensitivity: float | None = None
+    sensitivity_ci95: tuple[float, float] | None = None
+    specificity: float | None = None
+    specificity_ci95: tuple[float, float] | None = None
+    n: int = 0
+    n_positive: int = 0
+    chosen_on: str | None = None  # where the images came from (split / folder)
+    chosen_at: str | None = None  # ISO time
+
+    def __post_init__(self) -> None:
+        for name in ("sensitivity_ci95", "specificity_ci95"):
+            v = getattr(self, name)
+            if v is not None:
+                object.__setattr__(self, name, (float(v[0]), float(v[1])))
+
+    @property
+    def is_argmax(self) -> bool:
+        return self.threshold is None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        for name in ("sensitivity_ci95", "specificity_ci95"):
+            if d[name] is not None:
+                d[name] = list(d[name])
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "OperatingPoint":
+        valid = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in d.items() if k in valid})
+
+    def describe(self) -> str:
+        if self.is_argmax:
+            return f"argmax (no target sensitivity; {self.positive_class} when it is the most probable class)"
+        s = (f"p({self.positive_class}) >= {self.threshold:.6f}, chosen for sensitivity >= "
+             f"{self.target_sensitivity:.0%} on {self.n} images ({self.n_positive} {self.positive_class})")
+        if self.sensitivity is not None and self.sensitivity_ci95 and self.specificity_ci95:
+            (sl, sh), (pl, ph) = self.sensitivity_ci95, self.specificity_ci95
+            s += (f": sensitivity {self.sensitivity:.3f} (95% CI {sl:.3f}–{sh:.3f}), "
+                  f"specificity {self.specificity:.3f} (95% CI {pl:.3f}–{ph:.3f})")
+        return s
+
+
+def validate_target(target: float | None) -> float | None:
+    if target is not None and not 0.0 < float(target) <= 1.0:
+        raise ConfigError(f"--target-sensitivity {target}: must be in (0, 1], e.g. 0.95")
+    return None if target is None else float(target)
+
+
+def sensitivity_specificity(p_pos: np.ndarray, is_pos: np.ndarray, threshold: float) -> tuple[float, float]:
+    """Sensitivity and specificity of ``p_pos >= threshold`` (NaN where a class is absent)."""
+    p_pos, is_pos = np.asarray(p_pos, dtype=np.float64), np.asarray(is_pos, dtype=bool)
+    hit = p_pos >= threshold
+    sens = float(hit[is_pos].mean()) if is_pos.any() else float("nan")
+    spec = float((~hit[~is_pos]).mean()) if (~is_pos).any() else float("nan")
+    return sens, spec
+
+
+def choose_threshold(p_pos: Sequence[float], is_pos: Sequence[bool], target: float) -> float:
+    """The highest threshold t with sensitivity(p_pos >= t) >= ``target``.
+
+    Sensitivity only changes at positive scores, so t is the k-th largest positive score with
+    k = ceil(target * positives): any higher threshold keeps fewer than k positives.
+    """
+    target = validate_target(target)
+    p_pos, is_pos = np.asarray(p_pos, dtype=np.float64), np.asarray(is_pos, dtype=bool)
+    scores = np.sort(p_pos[is_pos])[::-1]
+    if len(scores) == 0:
+        raise DataError("no positive images to choose an operating point on")
+    k = max(1, math.ceil(target * len(scores) - 1e-9))
+    return float(scores[k - 1])
+
+
+def bootstrap_ci(p_pos: np.ndarray, is_pos: np.ndarray, threshold: float, n_boot: int = N_BOOTSTRAP,
+                 seed: int = 0, confidence: float = 0.95) -> tuple[tuple[float, float], tuple[float, float]]:
+    """Percentile intervals of sensitivity and specificity at a fixed threshold, resampling the
+    positives and the negatives separately (each rate is a proportion within its class)."""
+    rng = np.random.default_rng(seed)
+    hit = np.asarray(p_pos, dtype=np.float64) >= threshold
+    is_pos = np.asarray(is_pos, dtype=bool)
+    lo, hi = (1 - confidence) / 2 * 100, (1 + confidence) / 2 * 100
+
+    def interval(outcomes: np.ndarray) -> tuple[float, float]:
+        if len(outcomes) == 0:
+            return (float("nan"), float("nan"))
+        draws = rng.integers(0, len(outcomes), size=(n_boot, len(outcomes)))
+        rates = outcomes[draws].mean(axis=1)
+        return (float(np.percentile(rates, lo)), float(np.percentile(rates, hi)))
+
+    return interval(hit[is_pos].astype(float)), interval((~hit[~is_pos]).astype(float))
+
+
+def choose_operating_point(p_pos: Sequence[float], is_pos: Sequence[bool], positive_class: str,
+                           target: float | None, chosen_on: str | None = None,
+                           chosen_at: str | None = None, seed: int = 0) -> OperatingPoint:
+    """The operating point for ``target`` (None: argmax, reported at p >= 0.5) with its figures."""
+    target = validate_target(target)
+    p_pos, is_pos = np.asarray(p_pos, dtype=np.float64), np.asarray(is_pos, dtype=bool)
+    if len(p_pos) != len(is_pos) or len(p_pos) == 0:
+        raise DataError(f"operating point: {len(p_pos)} scores for {len(is_pos)} labels")
+    threshold = choose_threshold(p_pos, is_pos, target) if target is not None else None
+    at = 0.5 if threshold is None else threshold
+    sens, spec = sensitivity_specificity(p_pos, is_pos, at)
+    sens_ci, spec_ci = bootstrap_ci(p_pos, is_pos, at, seed=seed)
+    return OperatingPoint(positive_class=positive_class, threshold=threshold, target_sensitivity=target,
+                          sensitivity=_finite(sens), sensitivity_ci95=_finite_pair(sens_ci),
+                          specificity=_finite(spec), specificity_ci95=_finite_pair(spec_ci),
+                          n=int(len(p_pos)), n_positive=int(is_pos.sum()), chosen_on=chosen_on,
+                          chosen_at=chosen_at)
+
+
+def _finite(v: float) -> float | None:
+    return float(v) if math.isfinite(v) else None
+
+
+def _finite_pair(v: tuple[float, float]) -> tuple[float, float] | None:
+    return (float(v[0]), float(v[1])) if all(math.isfinite(x) for x in v) else None

@@ -1,0 +1,132 @@
+"""Operating point: the threshold reaches the target on its split and no higher one does; the
+stored operating point and temperature travel into ONNX metadata and the engine sidecar."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from bonedeploy.artefacts.card import ModelCard
+from bonedeploy.errors import ConfigError, DataError
+from bonedeploy.eval.decision import DecisionRule, is_positive, positive_scores, rule_for
+from bonedeploy.eval.operating_point import (OperatingPoint, bootstrap_ci, choose_operating_point,
+                                             choose_threshold, sensitivity_specificity)
+
+
+def _scores(seed: int, n_pos: int, n_neg: int):
+    rng = np.random.default_rng(seed)
+    p = np.concatenate([rng.beta(5, 2, n_pos), rng.beta(2, 5, n_neg)]).round(6)
+    return p, np.r_[np.ones(n_pos, bool), np.zeros(n_neg, bool)]
+
+
+@pytest.mark.parametrize("target", [0.5, 0.8, 0.9, 0.95, 0.97, 1.0])
+@pytest.mark.parametrize("seed,n_pos,n_neg", [(0, 37, 41), (1, 5, 30), (2, 200, 150)])
+def test_threshold_reaches_the_target_and_no_higher_threshold_does(target, seed, n_pos, n_neg):
+    p, pos = _scores(seed, n_pos, n_neg)
+    t = choose_threshold(p, pos, target)
+    sens, _ = sensitivity_specificity(p, pos, t)
+    assert sens >= target
+    higher = np.unique(p[p > t])  # every distinct higher candidate, and just above t
+    for h in list(higher) + [np.nextafter(t, 1.0)]:
+        assert sensitivity_specificity(p, pos, h)[0] < target, (t, h)
+
+
+def test_ties_at_the_threshold_count_as_detected():
+    p = np.array([0.9, 0.7, 0.7, 0.7, 0.2, 0.1])
+    pos = np.array([1, 1, 1, 1, 0, 0], bool)
+    assert choose_threshold(p, pos, 0.5) == 0.7  # 2 of 4 needed; the 3 tied at 0.7 all pass
+
+
+def test_operating_point_records_figures_and_intervals():
+    p, pos = _scores(3, 40, 40)
+    op = choose_operating_point(p, pos, "Fractured", 0.9, chosen_on="val")
+    assert op.n == 80 and op.n_positive == 40 and op.target_sensitivity == 0.9
+    sens, spec = sensitivity_specificity(p, pos, op.threshold)
+    assert op.sensitivity == sens and op.specificity == spec
+    (sl, sh), (pl, ph) = op.sensitivity_ci95, op.specificity_ci95
+    assert sl <= sens <= sh and pl <= spec <= ph and sh - sl > 0 and ph - pl > 0
+    assert OperatingPoint.from_dict(op.to_dict()) == op
+
+
+def test_bootstrap_interval_narrows_with_more_images():
+    small, big = _scores(4, 20, 20), _scores(4, 2000, 2000)
+    w = [np.subtract(*bootstrap_ci(p, pos, 0.5)[0][::-1]) for p, pos in (small, big)]
+    assert w[1] < w[0] / 4
+
+
+def test_without_a_target_the_operating_point_is_argmax():
+    p, pos = _scores(5, 10, 10)
+    op = choose_operating_point(p, pos, "Fractured", None)
+    assert op.threshold is None and op.is_argmax
+    card = ModelCard(model="m", operating_point=op, temperature=2.0)
+    rule = rule_for(card)
+    assert rule.threshold is None and rule.source == "argmax" and rule.temperature == 2.0
+
+
+def test_bad_targets_and_sets_are_refused():
+    with pytest.raises(ConfigError, match="target-sensitivity"):
+        choose_threshold([0.5], [True], 1.5)
+    with pytest.raises(DataError, match="no positive"):
+        choose_threshold([0.5, 0.2], [False, False], 0.9)
+
+
+def test_rule_uses_temperature_threshold_and_override():
+    op = OperatingPoint("Fractured", threshold=0.3, target_sensitivity=0.95)
+    card = ModelCard(model="m", operating_point=op, temperature=4.0)
+    logits = np.array([[2.0, 0.0], [-1.0, 1.0], [0.0, 0.0]])
+    rule = rule_for(card)
+    probs, pred = rule.apply(logits)
+    z = logits / 4.0
+    expect = np.exp(z) / np.exp(z).sum(1, keepdims=True)
+    assert np.allclose(probs, expect, atol=1e-6) and rule.source == "operating point"
+    assert list(pred) == [0 if p >= 0.3 else 1 for p in probs[:, 0]] == [0, 0, 0]
+    over = rule_for(card, threshold=0.7)
+    assert over.source == "--threshold" and list(over.apply(logits)[1]) == [1, 1, 1]
+    assert np.allclose(positive_scores(rule, logits), probs[:, 0])
+    assert list(is_positive([0, 1, 0], rule)) == [True, False, True]
+
+
+def _fitted_card() -> ModelCard:
+    p, pos = _scores(6, 12, 12)
+    op = choose_operating_point(p, pos, "Fractured", 0.95, chosen_on="the validation split")
+    return ModelCard(model="tiny", operating_point=op, temperature=1.8731,
+                     calibration={"temperature": 1.8731, "n": 24, "before": {"nll": 0.9}},
+                     history=({"temperature": 1.0, "operating_point": None, "calibration": None},))
+
+
+def test_operating_point_and_temperature_survive_onnx_metadata(tmp_path):
+    pytest.importorskip("onnx")
+    from onnxkit import tiny_card, tiny_onnx_classifier
+
+    from bonedeploy.backends import open_backend
+
+    fitted = _fitted_card()
+    card = tiny_card(operating_point=fitted.operating_point, temperature=fitted.temperature,
+                     calibration=fitted.calibration, history=fitted.history)
+    path = tiny_onnx_classifier(tmp_path / "m.onnx", card)
+    with open_backend(path) as backend:
+        got = backend.card
+    assert got.operating_point == fitted.operating_point
+    assert got.temperature == fitted.temperature and got.calibration == fitted.calibration
+    assert got.history == fitted.history
+    assert rule_for(got).threshold == fitted.operating_point.threshold
+
+
+def test_operating_point_and_temperature_survive_the_sidecar(tmp_path):
+    from bonedeploy.artefacts.sidecar import build_sidecar, card_from_sidecar, read_sidecar, write_sidecar
+
+    card = _fitted_card()
+    engine = tmp_path / "model.trt"
+    engine.write_bytes(b"x")
+    write_sidecar(engine, build_sidecar({"tensorrt": "10"}, card, {}, "model.onnx", "0" * 64, "now"))
+    got = card_from_sidecar(read_sidecar(engine))
+    assert got == card and math.isclose(got.temperature, 1.8731)
+
+
+def test_fp16_and_int8_cards_keep_the_decision():
+    card = _fitted_card()
+    for prec in ("fp16", "int8"):
+        c = ModelCard.from_props(card.with_(precision=prec).to_props())
+        assert c.operating_point == card.operating_point and c.temperature == card.temperature
