@@ -181,9 +181,10 @@ class Runner:
                 self.notes.append("the PyTorch reference did not run; parity and speed-ups "
                                   f"are against {self.ref_label}")
         from bonedeploy.eval import parity
+        from bonedeploy.eval.decision import rule_for
 
         result = parity.compare(self.ref_logits, logits, self.inputs.paths, backend.card.classes,
-                                labels=self.inputs.labels)
+                                labels=self.inputs.labels, decision=rule_for(backend.card))
         res.parity = {**result.to_dict(), "reference": self.ref_label}
         if res.target.label == self.ref_label:
             return

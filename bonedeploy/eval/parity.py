@@ -11,6 +11,17 @@ probabilities by ~1e-3, so an image sitting on the boundary may flip without any
 a flip where the reference was confident (margin > ``flip_margin``, default 0.05, i.e. reference
 p(Fractured) outside 0.45-0.55) is a real disagreement. The fp16 gate fails on those and reports,
 but tolerates, the near-boundary ones.
+
+At the operating point. A clinic reads the model at its stored threshold on the *calibrated*
+p(positive) (``bonedeploy.eval.decision``), not at the argmax, so ``compare`` also reports the
+sensitivity and specificity of reference and candidate at that threshold and every image whose
+decision differs there (``op_flips``). Every gate fails a candidate whose sensitivity at the
+operating point falls by more than ``max_sensitivity_drop`` (default 2 points) below the
+reference's. On a small set one missed fracture already moves the sensitivity by more than that
+(fewer than 1 / max_sensitivity_drop = 50 positives), so there the rule is exact instead: no
+positive case the reference detects may flip to negative (``op_missed_positives`` = 0; without
+labels there is no sensitivity and this gate is not applied; ``op_missed_positives`` then counts
+reference-positive decisions that flip, for the report).
 """
 
 from __future__ import annotations
@@ -40,10 +51,12 @@ class Gate:
     min_top1_agreement: float | None = None
     max_accuracy_drop: float | None = None  # fraction: 0.01 = one percentage point
     flip_margin: float = DEFAULT_FLIP_MARGIN
+    max_sensitivity_drop: float | None = 0.02  # at the operating point; fraction (0.02 = 2 points)
 
     def __post_init__(self) -> None:
         for name, lo, hi in (("max_abs_dprob", 0.0, 1.0), ("min_top1_agreement", 0.0, 1.0),
-                             ("max_accuracy_drop", 0.0, 1.0), ("flip_margin", 0.0, 0.5)):
+                             ("max_accuracy_drop", 0.0, 1.0), ("flip_margin", 0.0, 0.5),
+                             ("max_sensitivity_drop", 0.0, 1.0)):
             v = getattr(self, name)
             if v is not None and not lo <= float(v) <= hi:
                 raise ConfigError(f"gate {name} = {v}: must be within [{lo:g}, {hi:g}]")
@@ -67,7 +80,15 @@ class Gate:
             parts.append(f"top-1 agreement ≥ {self.min_top1_agreement:.0%}")
         if self.max_accuracy_drop is not None:
             parts.append(f"accuracy drop ≤ {self.max_accuracy_drop * 100:g} pt")
+        if self.max_sensitivity_drop is not None:
+            parts.append(f"sensitivity drop at the operating point ≤ {self.max_sensitivity_drop * 100:g} pt "
+                         f"(< {self.small_set_positives()} positives: no positive flipped to negative)")
         return ", ".join(parts) or "none"
+
+    def small_set_positives(self) -> int:
+        """Below this many positives one missed case moves sensitivity by more than the limit."""
+        d = self.max_sensitivity_drop
+        return int(np.ceil(1 / d - 1e-9)) if d else 0
 
 
 GATES: dict[str, Gate] = {
@@ -112,6 +133,18 @@ class ParityResult:
     specificity_ref: float | None = None
     specificity_cand: float | None = None
     specificity_delta: float | None = None
+    # at the operating point (the card's temperature and threshold: eval.decision.DecisionRule)
+    decision: dict[str, Any] | None = None
+    op_agreement: float | None = None
+    op_flips: list[dict[str, Any]] = field(default_factory=list)
+    op_n_positive: int | None = None  # labelled positives (without labels: reference-positive decisions)
+    op_missed_positives: int | None = None  # of those, detected by the reference, missed by the candidate
+    op_sensitivity_ref: float | None = None
+    op_sensitivity_cand: float | None = None
+    op_sensitivity_delta: float | None = None
+    op_specificity_ref: float | None = None
+    op_specificity_cand: float | None = None
+    op_specificity_delta: float | None = None
 
     def flips_away(self, flip_margin: float = DEFAULT_FLIP_MARGIN) -> list[Flip]:
         return [f for f in self.flips if not f.near_boundary(flip_margin)]
@@ -126,8 +159,10 @@ class ParityResult:
 
 def compare(ref_logits: np.ndarray, cand_logits: np.ndarray, paths: Sequence[str | Path],
             classes: Sequence[str], labels: Sequence[int] | None = None,
-            threshold: float | None = None) -> ParityResult:
-    """Compare candidate logits with the reference's on the same images (softmax probabilities)."""
+            threshold: float | None = None, decision: Any = None) -> ParityResult:
+    """Compare candidate logits with the reference's on the same images (softmax probabilities);
+    ``decision`` (a ``DecisionRule``, default the argmax of uncalibrated probabilities) adds the
+    figures at the operating point."""
     ref = np.asarray(ref_logits, dtype=np.float64)
     cand = np.asarray(cand_logits, dtype=np.float64)
     if ref.shape != cand.shape or ref.ndim != 2 or len(paths) != len(ref):
@@ -153,7 +188,41 @@ def compare(ref_logits: np.ndarray, cand_logits: np.ndarray, paths: Sequence[str
     )
     if labels is not None and n:
         _add_accuracy(res, np.asarray(labels, dtype=int), y_ref, y_cand, classes)
+    _add_operating_point(res, ref, cand, finite, paths, labels, decision)
     return res
+
+
+def _add_operating_point(res: ParityResult, ref: np.ndarray, cand: np.ndarray, finite: np.ndarray,
+                         paths, labels, decision) -> None:
+    from bonedeploy.eval.decision import DecisionRule
+
+    rule = decision if decision is not None else DecisionRule(res.classes)
+    res.decision = rule.describe()
+    p_ref, d_ref = rule.apply(ref)
+    p_cand, d_cand = rule.apply(np.where(np.isfinite(cand), cand, 0.0))
+    d_cand = np.where(finite, d_cand, -1)
+    pos = rule.positive_index
+    k = pos if pos is not None else 0
+    res.op_agreement = float((d_ref == d_cand).mean()) if res.n else 1.0
+    res.op_flips = [{"index": int(i), "path": str(paths[i]), "ref_class": res.classes[d_ref[i]],
+                     "cand_class": res.classes[d_cand[i]] if d_cand[i] >= 0 else "NaN",
+                     "ref_prob": float(p_ref[i, k]), "cand_prob": float(p_cand[i, k])}
+                    for i in np.flatnonzero(d_ref != d_cand)]
+    if pos is None:
+        return
+    y = np.asarray(labels, dtype=int) if labels is not None else None
+    positive = (y == pos) if y is not None else (d_ref == pos)
+    res.op_n_positive = int(positive.sum())
+    res.op_missed_positives = int((positive & (d_ref == pos) & (d_cand != pos)).sum())
+    if y is None:
+        return
+    for name, want in (("sensitivity", True), ("specificity", False)):
+        mask = positive if want else ~positive
+        if mask.any():
+            r, c = float(((d_ref == pos) == want)[mask].mean()), float(((d_cand == pos) == want)[mask].mean())
+            setattr(res, f"op_{name}_ref", r)
+            setattr(res, f"op_{name}_cand", c)
+            setattr(res, f"op_{name}_delta", c - r)
 
 
 def _softmax64(z: np.ndarray) -> np.ndarray:
@@ -213,7 +282,26 @@ def check_gate(result: ParityResult, precision: str, gates: dict[str, Gate] | No
     if (g.max_accuracy_drop is not None and result.accuracy_delta is not None
             and -result.accuracy_delta > g.max_accuracy_drop + 1e-12):
         out.append(f"accuracy drop {-result.accuracy_delta * 100:.1f} pt > {g.max_accuracy_drop * 100:g} pt")
+    out += _operating_point_failures(result, g)
     return out
+
+
+def _operating_point_failures(result: ParityResult, g: Gate) -> list[str]:
+    if g.max_sensitivity_drop is None or result.op_sensitivity_delta is None:
+        return []  # sensitivity needs labelled positives
+    at = (result.decision or {}).get("rule", "the operating point")
+    if result.op_n_positive < g.small_set_positives():
+        if result.op_missed_positives:
+            names = [Path(f["path"]).name for f in result.op_flips
+                     if f["ref_class"] == POSITIVE_CLASS and f["cand_class"] != POSITIVE_CLASS][:3]
+            return [f"{result.op_missed_positives} positive case(s) detected by the reference are missed at "
+                    f"{at} (small set: {result.op_n_positive} positives < {g.small_set_positives()}, "
+                    f"so none may flip): {', '.join(names)}"]
+        return []
+    if result.op_sensitivity_delta is not None and -result.op_sensitivity_delta > g.max_sensitivity_drop + 1e-12:
+        return [f"sensitivity at {at} drops {-result.op_sensitivity_delta * 100:.1f} pt > "
+                f"{g.max_sensitivity_drop * 100:g} pt"]
+    return []
 
 
 # --- inputs --------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from bonedeploy.artefacts.naming import DEFAULT_PRECISIONS, PRECISIONS, onnx_fil
 from bonedeploy.export.onnx import DEFAULT_OPSET, validate_opset
 from bonedeploy.export.tensorrt import DEFAULT_WORKSPACE_MB, BatchProfile
 from bonedeploy.util.fs import sha256_file, write_json
+from bonedeploy.eval.decision import rule_for
 from bonedeploy.eval.parity import GATES, Gate
 
 REPORT_NAME = "export.json"
@@ -165,7 +166,7 @@ def _export_checkpoint(config: ExportConfig, log: Log) -> ExportResult:
         for p in config.precisions:
             log(f"parity of {onnx_filename(p)} against PyTorch fp32 ({len(x)} images) ...")
             result.files.append(gate_file(staged[p], "onnx", p, ref, onnx_logits(staged[p], x), paths,
-                                          card.classes, labels, config.gates))
+                                          card.classes, labels, config.gates, decision=rule_for(card)))
         for f in result.files:  # all or nothing: rename into place only once every file exists
             final = out_dir / onnx_filename(f.precision)
             os.replace(f.path, final)
@@ -212,11 +213,12 @@ def _stage(ox, proto, stage: Path, precision: str, src: Path) -> Path:
 
 
 def gate_file(path: Path, kind: str, precision: str, ref: np.ndarray, cand: np.ndarray, paths,
-              classes, labels, gates: dict[str, Gate]) -> ExportedFile:
-    """Compare ``cand`` with the reference and record the file with its gate verdict."""
+              classes, labels, gates: dict[str, Gate], decision=None) -> ExportedFile:
+    """Compare ``cand`` with the reference and record the file with its gate verdict
+    (``decision``: the card's DecisionRule, for the figures at the operating point)."""
     from bonedeploy.eval import parity
 
-    res = parity.compare(ref, cand, paths, classes, labels=labels)
+    res = parity.compare(ref, cand, paths, classes, labels=labels, decision=decision)
     return ExportedFile(path, kind, precision, path.stat().st_size, sha256_file(path), res.to_dict(),
                         gates[precision].describe(), parity.check_gate(res, precision, gates))
 

@@ -39,6 +39,7 @@ def maybe_build_engine(config, result, onnx_path: Path, card, bundle: tuple, log
 
 def build_and_gate(config, result, onnx_path: Path, card, bundle: tuple, log) -> None:
     from bonedeploy.errors import BonedeployError
+    from bonedeploy.eval.decision import rule_for
     from bonedeploy.export.from_checkpoint import gate_file
     from bonedeploy.export.tensorrt import build_engine
 
@@ -67,7 +68,7 @@ def build_and_gate(config, result, onnx_path: Path, card, bundle: tuple, log) ->
         result.engine["error"] = f"{engine.name} was built but does not run here: {e}"
         return
     result.files.append(gate_file(engine, "engine", card.precision, ref, cand, paths, card.classes,
-                                  labels, config.gates))
+                                  labels, config.gates, decision=rule_for(card)))
 
 
 def engine_logits(engine: Path, x: np.ndarray, max_batch: int) -> np.ndarray:

@@ -41,7 +41,7 @@ class InferConfig:
     workers: int | None = None  # decoder workers; None = cores - 1; 0 = decode inline
     pool: str = "process"
     resume: bool = False
-    threshold: float | None = None  # on p(Fractured); None = argmax
+    threshold: float | None = None  # on calibrated p(Fractured); None = the card's operating point
     labels: Path | None = None
     max_error_rate: float = 0.0
 
@@ -87,6 +87,7 @@ class InferResult:
     metrics_path: Path | None = None
     extra_rows: int = 0  # rows kept from earlier runs for paths not among these inputs
     notes: list[str] = field(default_factory=list)
+    decision: dict[str, Any] | None = None  # DecisionRule.describe(): the threshold and its source
 
     @property
     def error_rate(self) -> float:
@@ -138,15 +139,14 @@ def check_engine_fits(backend, threshold: float | None = None) -> None:
                           f"this model has {list(card.classes)}")
 
 
-def predict_rows(paths: Sequence[Path], decoded, logits: np.ndarray | None) -> list[dict[str, Any]]:
-    """One row per path of the batch, in order: probabilities or the error's cause."""
-    from bonedeploy.eval.metrics import softmax
-
+def predict_rows(paths: Sequence[Path], decoded, logits: np.ndarray | None, rule) -> list[dict[str, Any]]:
+    """One row per path of the batch, in order: calibrated probabilities (``rule``, the shared
+    post-processing) or the error's cause."""
     rows = [{"path": str(p), "probs": None, "status": ""} for p in paths]
     for i, cause in decoded.errors.items():
         rows[i]["status"] = "error: " + " ".join(str(cause).split())
     if logits is not None and len(decoded.ok):
-        probs = softmax(logits)
+        probs = rule.probabilities(logits)
         for k, i in enumerate(decoded.ok):
             if np.isfinite(logits[k]).all():
                 rows[i].update(probs=[float(p) for p in probs[k]], status="ok")
@@ -155,15 +155,13 @@ def predict_rows(paths: Sequence[Path], decoded, logits: np.ndarray | None) -> l
     return rows
 
 
-def _label_rows(rows, classes, labels: dict[str, int], threshold) -> None:
-    from bonedeploy.eval.metrics import classify
-
+def _label_rows(rows, classes, labels: dict[str, int], rule) -> None:
     for row in rows:
         lab = labels.get(path_key(row["path"]))
         row["label"] = classes[lab] if lab is not None else None
         row["predicted"] = None
         if row["probs"] is not None:
-            row["predicted"] = classes[int(classify(np.array([row["probs"]]), classes, threshold)[0])]
+            row["predicted"] = classes[int(rule.decide(np.array([row["probs"]]))[0])]
 
 
 def run_inference(config: InferConfig, progress: Progress | None = None) -> InferResult:
@@ -182,7 +180,7 @@ def run_inference(config: InferConfig, progress: Progress | None = None) -> Infe
     # Decoder workers start (importing their modules) while the model loads; no image is read yet.
     with BatchPrefetcher(config.workers, config.pool) as prefetcher:
         backend = open_engine(config)
-        write_engine_record(config, engine_sha)
+        write_engine_record(config, engine_sha, decision_rule(config, backend).describe())
         try:
             return _run(config, backend, prefetcher, paths, skipped, progress)
         finally:
@@ -213,11 +211,20 @@ def check_engine_record(config: InferConfig) -> str | None:
     return sha
 
 
-def write_engine_record(config: InferConfig, sha: str | None) -> None:
+def write_engine_record(config: InferConfig, sha: str | None, decision: dict[str, Any] | None = None) -> None:
+    """The run record: the engine, and the threshold used with where it came from."""
     from bonedeploy.util.fs import write_json
 
     if sha is not None:
-        write_json(run_record_path(Path(config.out)), {"engine": str(config.engine), "engine_sha256": sha})
+        write_json(run_record_path(Path(config.out)), {"engine": str(config.engine), "engine_sha256": sha,
+                                                       "decision": decision})
+
+
+def decision_rule(config: InferConfig, backend):
+    """The card's temperature and operating point; ``--threshold`` overrides the threshold."""
+    from bonedeploy.eval.decision import rule_for
+
+    return rule_for(backend.card, config.threshold)
 
 
 def _run(config, backend, prefetcher, paths, skipped, progress) -> InferResult:
@@ -235,6 +242,7 @@ def _run(config, backend, prefetcher, paths, skipped, progress) -> InferResult:
     new_rows: list[dict[str, Any]] = []
     store.begin(previous)
     start = time.perf_counter()
+    rule = decision_rule(config, backend)
     decoded_batches = prefetcher.iterate(batches, backend.card.preprocess)
     try:
         for decoded in decoded_batches:
@@ -242,8 +250,8 @@ def _run(config, backend, prefetcher, paths, skipped, progress) -> InferResult:
             if logits is not None and logits.shape != (len(decoded.ok), len(classes)):
                 raise ArtefactError(f"{config.engine}: returned logits of shape {logits.shape} for "
                                     f"{len(decoded.ok)} images and {len(classes)} classes {classes}")
-            rows = predict_rows(decoded.paths, decoded, logits)
-            _label_rows(rows, classes, labels, config.threshold)
+            rows = predict_rows(decoded.paths, decoded, logits, rule)
+            _label_rows(rows, classes, labels, rule)
             store.append(rows)
             new_rows.extend(rows)
             n_done += len(rows)
@@ -254,30 +262,31 @@ def _run(config, backend, prefetcher, paths, skipped, progress) -> InferResult:
         decoded_batches.close()
         store.close()
     seconds = time.perf_counter() - start
-    return _finish(config, backend, store, paths, previous, new_rows, labels, seconds, skipped)
+    return _finish(config, backend, store, paths, previous, new_rows, labels, seconds, skipped, rule)
 
 
-def _finish(config, backend, store, paths, previous, new_rows, labels, seconds, skipped) -> InferResult:
+def _finish(config, backend, store, paths, previous, new_rows, labels, seconds, skipped, rule) -> InferResult:
     classes = list(backend.card.classes)
     by_key = {path_key(r["path"]): r for r in previous}
     by_key.update({path_key(r["path"]): r for r in new_rows})
     ordered = [by_key.pop(path_key(p)) for p in paths]
     extra = list(by_key.values())  # earlier rows for other inputs: kept, never dropped silently
-    _label_rows(ordered + extra, classes, labels, config.threshold)
+    _label_rows(ordered + extra, classes, labels, rule)
     meta = {"engine": str(config.engine), "model": backend.card.model, "classes": classes,
-            "threshold": config.threshold, "backend": backend.describe()}
+            **rule.describe(), "backend": backend.describe()}
     store.finish(ordered + extra, meta)
     result = InferResult(
         out=config.out, total=len(paths), processed=len(new_rows), resumed=len(previous) - len(extra),
         ok=sum(r["status"] == "ok" for r in ordered),
         errors=[(r["path"], r["status"].removeprefix("error: ")) for r in ordered if r["status"] != "ok"],
-        backend=backend.describe(), seconds=seconds, skipped_inputs=skipped, extra_rows=len(extra))
+        backend=backend.describe(), seconds=seconds, skipped_inputs=skipped, extra_rows=len(extra),
+        decision=rule.describe())
     if labels:
-        _add_metrics(result, config, ordered, classes, meta)
+        _add_metrics(result, config, ordered, classes, meta, rule.threshold)
     return result
 
 
-def _add_metrics(result: InferResult, config: InferConfig, rows, classes, meta) -> None:
+def _add_metrics(result: InferResult, config: InferConfig, rows, classes, meta, threshold) -> None:
     from bonedeploy.util.fs import write_json
     from bonedeploy.eval.metrics import classification_summary
 
@@ -287,7 +296,7 @@ def _add_metrics(result: InferResult, config: InferConfig, rows, classes, meta) 
         result.notes.append("labels known but no labelled image was predicted: no metrics")
         return
     y = [classes.index(r["label"]) for r in scored]
-    summary = classification_summary(y, np.array([r["probs"] for r in scored]), classes, config.threshold)
+    summary = classification_summary(y, np.array([r["probs"] for r in scored]), classes, threshold)
     summary.update(n_unlabelled=unlabelled, n_errors=len(result.errors),
                    label_source=str(config.labels) if config.labels else "class folders", **meta)
     result.metrics = _clean(summary)

@@ -130,3 +130,129 @@ def test_fp16_and_int8_cards_keep_the_decision():
     for prec in ("fp16", "int8"):
         c = ModelCard.from_props(card.with_(precision=prec).to_props())
         assert c.operating_point == card.operating_point and c.temperature == card.temperature
+
+
+# --- infer decides at the stored operating point ------------------------------------------------
+def _infer_setup(tmp_path, threshold=0.42, temperature=3.0):
+    pytest.importorskip("onnx")
+    from PIL import Image
+
+    from onnxkit import tiny_card, tiny_onnx_classifier
+
+    op = OperatingPoint("Fractured", threshold=threshold, target_sensitivity=0.95)
+    model = tiny_onnx_classifier(tmp_path / "m.onnx", tiny_card(operating_point=op, temperature=temperature))
+    imgs = tmp_path / "imgs"
+    rng = np.random.default_rng(0)
+    for cls in ("Fractured", "Normal"):
+        (imgs / cls).mkdir(parents=True)
+        for i in range(12):
+            level = int(rng.integers(90, 170))
+            Image.fromarray(np.full((36, 36), level, np.uint8)).save(imgs / cls / f"{i}.png")
+    (imgs / "Normal" / "broken.png").write_bytes(b"not a png")
+    return model, imgs
+
+
+def _rows(path):
+    import csv
+
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_infer_decides_at_the_stored_operating_point_with_the_stored_temperature(tmp_path):
+    import json
+
+    from onnxkit import tiny_logits
+
+    from bonedeploy.data.imageio import load_preprocessed
+    from bonedeploy.infer.run import InferConfig, run_inference, run_record_path
+
+    model, imgs = _infer_setup(tmp_path)
+    out = tmp_path / "p.csv"
+    result = run_inference(InferConfig(engine=model, inputs=(imgs,), out=out, workers=0))
+    rows = _rows(out)
+    ok = [r for r in rows if r["status"] == "ok"]
+    assert len(ok) == 24 and len(rows) == 25 and result.errors  # the broken file has its row
+    for r in ok:
+        p = float(r["p_Fractured"])
+        assert r["predicted"] == ("Fractured" if p >= 0.42 else "Normal"), r
+    # the probabilities are the calibrated ones: softmax(logits / T)
+    from bonedeploy.data.preprocess import PreprocessSpec
+
+    spec = PreprocessSpec(crop_size=32)
+    for r in ok:
+        z = tiny_logits(load_preprocessed(r["path"], spec)[None])[0] / 3.0
+        assert abs(float(r["p_Fractured"]) - 1 / (1 + np.exp(z[1] - z[0]))) < 2e-6
+    # some rows sit between 0.42 and 0.5: the operating point, not argmax, decided them
+    assert any(0.42 <= float(r["p_Fractured"]) < 0.5 for r in ok)
+    record = json.loads(run_record_path(out).read_text())["decision"]
+    assert record["threshold"] == 0.42 and record["threshold_source"] == "operating point"
+    assert record["temperature"] == 3.0
+    assert result.metrics["threshold"] == 0.42 and result.metrics["threshold_source"] == "operating point"
+
+
+def test_infer_threshold_overrides_the_operating_point(tmp_path):
+    import json
+
+    from bonedeploy.infer.run import InferConfig, run_inference, run_record_path
+
+    model, imgs = _infer_setup(tmp_path)
+    out = tmp_path / "p.csv"
+    run_inference(InferConfig(engine=model, inputs=(imgs,), out=out, workers=0, threshold=0.55))
+    ok = [r for r in _rows(out) if r["status"] == "ok"]
+    assert all(r["predicted"] == ("Fractured" if float(r["p_Fractured"]) >= 0.55 else "Normal") for r in ok)
+    record = json.loads(run_record_path(out).read_text())["decision"]
+    assert record["threshold"] == 0.55 and record["threshold_source"] == "--threshold"
+
+
+# --- parity at the operating point ------------------------------------------------------------------
+def _logits_for(p_pos: np.ndarray) -> np.ndarray:
+    """Logits whose softmax gives p(Fractured) = p_pos (T = 1)."""
+    z = np.log(p_pos) - np.log1p(-p_pos)
+    return np.stack([z, np.zeros_like(z)], axis=1)
+
+
+def _rule(threshold):
+    return DecisionRule(("Fractured", "Normal"), 1.0, threshold, "operating point")
+
+
+def test_parity_reports_figures_and_flips_at_the_stored_threshold():
+    from bonedeploy.eval.parity import check_gate, compare
+
+    p = np.array([0.9, 0.35, 0.32, 0.2, 0.1, 0.05])
+    y = np.array([0, 0, 0, 1, 1, 1])
+    cand = p.copy()
+    cand[2] = 0.29  # a positive falls below 0.3: same argmax, different decision at the operating point
+    paths = [f"img{i}.png" for i in range(6)]
+    res = compare(_logits_for(p), _logits_for(cand), paths, ("Fractured", "Normal"), labels=y,
+                  decision=_rule(0.3))
+    assert res.top1_agreement == 1.0  # argmax agreement alone would call this perfect
+    assert [f["path"] for f in res.op_flips] == ["img2.png"] and res.op_agreement == pytest.approx(5 / 6)
+    assert res.op_sensitivity_ref == 1.0 and res.op_sensitivity_cand == pytest.approx(2 / 3)
+    assert res.op_specificity_ref == res.op_specificity_cand == 1.0
+    assert res.op_missed_positives == 1 and res.decision["threshold"] == 0.3
+    failures = check_gate(res, "int8")
+    assert any("img2.png" in f and "small set" in f for f in failures), failures
+    same = compare(_logits_for(p), _logits_for(p), paths, ("Fractured", "Normal"), labels=y, decision=_rule(0.3))
+    assert check_gate(same, "int8") == [] and same.op_missed_positives == 0
+
+
+def test_large_sets_fail_only_beyond_two_points_of_sensitivity():
+    from bonedeploy.eval.parity import check_gate, compare
+
+    rng = np.random.default_rng(0)
+    n = 200
+    p = np.r_[rng.uniform(0.5, 0.99, n), rng.uniform(0.01, 0.3, n)]
+    y = np.r_[np.zeros(n, int), np.ones(n, int)]
+    paths = [str(i) for i in range(2 * n)]
+
+    def drop(k):
+        cand = p.copy()
+        cand[:k] = 0.4  # k detected positives now missed at 0.45
+        return compare(_logits_for(p), _logits_for(cand), paths, ("Fractured", "Normal"), labels=y,
+                       decision=_rule(0.45))
+
+    ok, bad = drop(4), drop(5)  # 4/200 = 2.0 points, 5/200 = 2.5 points
+    assert ok.op_sensitivity_delta == pytest.approx(-0.02) and not [f for f in check_gate(ok, "int8")
+                                                                    if "sensitivity" in f]
+    assert any("sensitivity at p(Fractured) >= 0.45 drops 2.5 pt" in f for f in check_gate(bad, "int8"))

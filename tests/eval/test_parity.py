@@ -92,7 +92,9 @@ def test_int8_gate_agreement_and_accuracy_drop():
     cand = p.copy()
     cand[:3] = 0.2  # 3 of 100 flip Fractured -> Normal: 97% agreement, 3 points lost
     r = parity.compare(logits_for(p), logits_for(cand), names(100), CLASSES, labels=np.zeros(100, int))
-    assert parity.check_gate(r, "int8") == ["top-1 agreement 97.0% < 98%", "accuracy drop 3.0 pt > 1 pt"]
+    assert parity.check_gate(r, "int8") == ["top-1 agreement 97.0% < 98%", "accuracy drop 3.0 pt > 1 pt",
+                                            "sensitivity at argmax of the calibrated probabilities "
+                                            "drops 3.0 pt > 2 pt"]
     cand[2] = 0.9
     r = parity.compare(logits_for(p), logits_for(cand), names(100), CLASSES, labels=np.zeros(100, int))
     assert parity.check_gate(r, "int8") == ["accuracy drop 2.0 pt > 1 pt"]

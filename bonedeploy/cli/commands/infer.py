@@ -12,7 +12,9 @@ HELP = "\n\n".join([
     "Classify radiographs with an exported model (.onnx, .trt/.engine/.plan) or a .pt checkpoint.",
     "Inputs are image files and folders (searched recursively, sorted). Every image gets one row in "
     "--out (CSV or JSON by its suffix): path, predicted class, p_<class> for each class, status "
-    "(ok or error: <cause>), and label when known. Rows are appended to <out>.partial as the run "
+    "(ok or error: <cause>), and label when known. Probabilities are calibrated (the card's "
+    "temperature) and predicted is the decision at the card's operating point unless --threshold "
+    "is given; <out>.run.json states the threshold used and where it came from. Rows are appended to <out>.partial as the run "
     "goes and <out> is written atomically at the end; --resume continues a killed run without "
     "doing any image twice.",
     "When the images sit in class-named folders (Fractured/, Normal/) or --labels is given, "
@@ -41,8 +43,9 @@ def command(
     workers: int = typer.Option(None, "--workers", "-j", help="Decoder processes (default: cores - 1; "
                                 "0 decodes in the main process)."),
     resume: bool = typer.Option(False, "--resume", help="Continue: skip images already in --out or its .partial (failed ones too: delete their rows to retry)."),
-    threshold: float = typer.Option(None, "--threshold", help="Predict Fractured when p(Fractured) >= T "
-                                    "(default: the most probable class)."),
+    threshold: float = typer.Option(None, "--threshold", help="Predict Fractured when calibrated "
+                                    "p(Fractured) >= T (default: the operating point stored in the "
+                                    "model card; argmax when it has none)."),
     labels: Path = typer.Option(None, "--labels", help="CSV with columns path,label for metrics."),
     max_error_rate: float = typer.Option(0.0, "--max-error-rate", help="Share of failed images "
                                          "tolerated before exit code 3."),
@@ -111,6 +114,10 @@ def print_summary(console, result) -> None:
                   + (f", {r.resumed} resumed from {r.out}" if r.resumed else "")
                   + f"; {r.processed} run in {r.seconds:.1f} s ({r.images_per_s:.1f} images/s)"
                   + f" with {r.backend.get('backend')} -> {r.out}")
+    if r.decision:
+        d = r.decision
+        console.print(f"decision: {d['rule']} ({d['threshold_source']}; temperature {d['temperature']:.3g})",
+                      highlight=False)
     for path, cause in r.errors[:10]:
         console.print(f"  [red]error[/] {path}: {cause}", highlight=False)
     if len(r.errors) > 10:

@@ -86,13 +86,13 @@ def command(
     )
     reporter = LineReporter() if quiet else RichReporter()
     result = train(config, reporter, target_sensitivity=target_sensitivity)
-    reporter.message(summary_line(result.report, result.out))
     decision = result.report.get("decision")
     if decision:
         from bonedeploy.eval.operating_point import OperatingPoint
 
         op = OperatingPoint.from_dict(decision["operating_point"])
         reporter.message(f"temperature {decision['temperature']:.3f}; operating point: {op.describe()}")
+    reporter.message(summary_line(result.report, result.out))
 
 
 def summary_line(report: dict, out: Path) -> str:
