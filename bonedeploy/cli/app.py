@@ -36,6 +36,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("export", "export"),
     ("infer", "infer"),
     ("calibrate", "calibrate"),
+    ("explain", "explain"),
     ("bench", "bench"),
     ("demo", "demo"),
 ]

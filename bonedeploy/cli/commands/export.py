@@ -47,6 +47,8 @@ def command(
                                                         "(export/*.toml) or a .toml path."),
     timing_cache: Path = typer.Option(None, "--timing-cache", help="TensorRT timing-cache folder "
                                                                    "[default: ~/.cache/bonedeploy/tensorrt-timing]."),
+    explain: bool = typer.Option(False, "--explain", help="Also write model.explain.onnx: logits and an "
+                                 "in-graph Grad-CAM output 'cam' (AlexNet family)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only the result table and errors."),
 ) -> None:
     """Export a checkpoint to ONNX (fp32/fp16/int8) and TensorRT, gated on parity.
@@ -60,6 +62,11 @@ def command(
     result = run_export(config, log=(lambda m: None) if quiet else
                         (lambda m: console.print(f"[dim]{escape(m)}[/]", highlight=False)))
     console.print(result_table(result))
+    if explain:
+        from bonedeploy.export.explain_onnx import export_explain, explain_filename
+
+        path = export_explain(source, result.out_dir / explain_filename())
+        console.print(f"explain graph: {escape(str(path))}", highlight=False)
     finish(result, console)
 
 

@@ -1,0 +1,212 @@
+"""``explain(ExplainConfig)``: Grad-CAM maps and overlays for images, from a ``.pt`` or a
+``model.explain.onnx``; also the per-batch hook ``infer --explain`` uses.
+
+Per image: ``DIR/<stem>.npy`` (float32 H x W in [0, 1] at the model's input resolution) and
+``DIR/<stem>.png`` (the overlay on the preprocessed image, labelled with the decision and the
+calibrated probability). The decision is the shared post-processing's (``eval.decision``): the
+card's temperature and operating point. An unreadable image is reported and the others go on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Sequence
+
+import numpy as np
+
+from bonedeploy.errors import ArtefactError, BonedeployError, ConfigError, DataError
+
+
+class Explainer:
+    """Logits and Grad-CAM maps for a batch; ``load()`` acquires, ``close()`` releases."""
+
+    suffixes: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, path: Path, layer: str | None = None):
+        self.path, self.layer, self.card = Path(path), layer, None
+
+    def load(self) -> "Explainer":
+        raise NotImplementedError
+
+    def logits_and_cams(self, x: np.ndarray, choose) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(logits N x C, chosen class per image, cams N x H x W); ``choose(logits)`` -> classes."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> "Explainer":
+        return self.load()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class TorchExplainer(Explainer):
+    suffixes = (".pt", ".pth")
+
+    def load(self) -> "TorchExplainer":
+        from bonedeploy.artefacts.checkpoint import card_from_checkpoint, load_checkpoint, model_from_checkpoint
+        from bonedeploy.explain.layers import default_layer, resolve_layer
+        from bonedeploy.models import get_model_entry
+
+        ckpt = load_checkpoint(self.path)
+        self.card = card_from_checkpoint(ckpt, str(self.path))
+        self.model = model_from_checkpoint(ckpt, str(self.path))
+        self.layer = self.layer or default_layer(get_model_entry(self.card.model).family, self.model)
+        self.module = resolve_layer(self.model, self.layer)
+        return self
+
+    def logits_and_cams(self, x, choose):
+        from bonedeploy.explain.gradcam import torch_cams
+        from bonedeploy.export.from_checkpoint import torch_logits
+
+        logits = torch_logits(self.model, x)
+        targets = choose(logits)
+        return logits, targets, torch_cams(self.model, x, self.module, targets)
+
+
+class OnnxExplainer(Explainer):
+    """``model.explain.onnx`` on onnxruntime: no torch."""
+
+    suffixes = (".explain.onnx",)
+
+    def load(self) -> "OnnxExplainer":
+        import onnx
+        import onnxruntime as ort
+
+        from bonedeploy.artefacts.card import ModelCard
+        from bonedeploy.util.fs import require_file
+
+        require_file(self.path, ArtefactError)
+        meta = onnx.load(str(self.path), load_external_data=False)
+        outs = [o.name for o in meta.graph.output]
+        self.card = ModelCard.from_props({p.key: p.value for p in meta.metadata_props}, str(self.path))
+        if outs != ["logits", "cam"]:
+            raise ArtefactError(f"{self.path}: no 'cam' output (outputs {outs}); write one with "
+                                "`bonedeploy export best.pt --explain` or explain the .pt")
+        cam = (self.card.extra or {}).get("cam") or {}
+        if self.layer and self.layer != cam.get("layer"):
+            raise ConfigError(f"--layer {self.layer}: {self.path.name} computes its map at layer "
+                              f"{cam.get('layer')!r}, fixed at export (re-export with --layer, or use the .pt)")
+        self.layer = cam.get("layer")
+        del meta
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        self.session = ort.InferenceSession(str(self.path), opts, providers=["CPUExecutionProvider"])
+        return self
+
+    def logits_and_cams(self, x, choose):
+        logits, cams = self.session.run(None, {self.session.get_inputs()[0].name: np.ascontiguousarray(x, np.float32)})
+        targets = choose(logits)
+        return logits, targets, np.asarray(cams[np.arange(len(x)), targets], dtype=np.float32)
+
+    def close(self) -> None:
+        self.session = None
+
+
+EXPLAINERS: tuple[type[Explainer], ...] = (OnnxExplainer, TorchExplainer)
+
+
+def explainer_for(path: str | Path, layer: str | None = None) -> Explainer:
+    name = Path(path).name.lower()
+    for cls in EXPLAINERS:
+        if name.endswith(cls.suffixes):
+            return cls(Path(path), layer)
+    sibling = Path(path).with_name(Path(path).name.removesuffix(".onnx") + ".explain.onnx")
+    hint = f" ({sibling.name} is beside it)" if sibling.is_file() else ""
+    raise ConfigError(f"{path}: cannot explain this artefact{hint}; explain a .pt checkpoint or a "
+                      f"model.explain.onnx (`bonedeploy export best.pt --explain`); valid suffixes: "
+                      f"{', '.join(s for c in EXPLAINERS for s in c.suffixes)}")
+
+
+@dataclass(frozen=True)
+class ExplainConfig:
+    engine: Path
+    inputs: tuple[Path, ...]
+    out: Path
+    layer: str | None = None
+    target: str = "predicted"  # predicted | a class name
+    threshold: float | None = None  # overrides the card's operating point
+    batch_size: int = 8
+
+
+@dataclass
+class ExplainResult:
+    out: Path
+    written: list[dict[str, Any]] = field(default_factory=list)  # path, npy, png, decision, p, target
+    errors: list[tuple[str, str]] = field(default_factory=list)
+    decision: dict[str, Any] | None = None
+    layer: str | None = None
+
+
+class Writer:
+    """Chooses targets by the shared decision rule and writes one .npy + .png per image."""
+
+    def __init__(self, explainer: Explainer, out: Path, target: str = "predicted",
+                 threshold: float | None = None):
+        from bonedeploy.eval.decision import rule_for
+
+        self.explainer, self.out = explainer, Path(out)
+        self.rule = rule_for(explainer.card, threshold)
+        classes = list(explainer.card.classes)
+        if target != "predicted" and target not in classes:
+            raise ConfigError(f"--target {target!r}: valid: predicted, {', '.join(classes)}")
+        self.target = target
+        self.stems: dict[str, int] = {}
+
+    def choose(self, logits: np.ndarray) -> np.ndarray:
+        if self.target == "predicted":
+            return self.rule.apply(logits)[1]
+        return np.full(len(logits), list(self.explainer.card.classes).index(self.target))
+
+    def write(self, paths: Sequence[Path], x: np.ndarray) -> list[dict[str, Any]]:
+        logits, targets, cams = self.explainer.logits_and_cams(x, self.choose)
+        probs, decided = self.rule.apply(logits)
+        classes, pos = list(self.explainer.card.classes), self.rule.positive_index
+        done = []
+        for i, p in enumerate(paths):
+            stem = self._stem(Path(p))
+            npy, png = self.out / f"{stem}.npy", self.out / f"{stem}.png"
+            self.out.mkdir(parents=True, exist_ok=True)
+            np.save(npy, cams[i].astype(np.float32))
+            k = pos if pos is not None else int(decided[i])
+            label = (f"{classes[decided[i]]}  p({classes[k]})={probs[i, k]:.3f}"
+                     + (f"  (t={self.rule.threshold:.3f})" if self.rule.threshold is not None else "")
+                     + (f"  map: {classes[targets[i]]}" if targets[i] != decided[i] else ""))
+            from bonedeploy.explain.overlay import write_overlay
+
+            write_overlay(png, x[i], cams[i], label)
+            done.append({"path": str(p), "npy": str(npy), "png": str(png), "decision": classes[decided[i]],
+                         "p": float(probs[i, k]), "target": classes[targets[i]]})
+        return done
+
+    def _stem(self, path: Path) -> str:
+        n = self.stems.get(path.stem, 0)
+        self.stems[path.stem] = n + 1
+        return path.stem if n == 0 else f"{path.stem}-{n + 1}"
+
+
+def explain(config: ExplainConfig) -> ExplainResult:
+    from bonedeploy.data.folders import list_images
+    from bonedeploy.data.imageio import load_preprocessed
+
+    paths, _skipped = list_images(config.inputs)
+    if not paths:
+        raise DataError(f"no images in {', '.join(map(str, config.inputs))}")
+    with explainer_for(config.engine, config.layer) as explainer:
+        writer = Writer(explainer, config.out, config.target, config.threshold)
+        result = ExplainResult(Path(config.out), decision=writer.rule.describe(), layer=explainer.layer)
+        spec = explainer.card.preprocess
+        for start in range(0, len(paths), config.batch_size):
+            batch, xs = [], []
+            for p in paths[start:start + config.batch_size]:
+                try:
+                    xs.append(load_preprocessed(p, spec))
+                    batch.append(p)
+                except BonedeployError as e:
+                    result.errors.append((str(p), str(e)))
+            if batch:
+                result.written += writer.write(batch, np.stack(xs).astype(np.float32))
+    return result

@@ -1,0 +1,141 @@
+"""Grad-CAM: pytorch-grad-cam on the .pt and the in-graph map of model.explain.onnx agree
+within 1e-3; explain writes maps and labelled overlays, and goes on past unreadable files."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("onnx")
+pytest.importorskip("pytorch_grad_cam", reason="the [explain] extra (grad-cam) is not installed")
+
+from camkit import make_cam_checkpoint, make_images, register_tiny_alexnet  # noqa: E402
+
+from bonedeploy.errors import ArtefactError, ConfigError  # noqa: E402
+from bonedeploy.eval.operating_point import OperatingPoint  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def artefacts(tmp_path_factory):
+    from bonedeploy.export.explain_onnx import export_explain
+
+    root = tmp_path_factory.mktemp("cam")
+    op = OperatingPoint("Fractured", threshold=0.5003, target_sensitivity=0.9)
+    ckpt = make_cam_checkpoint(root / "best.pt", operating_point=op, temperature=1.5)
+    onnx_path = export_explain(ckpt, root / "model.explain.onnx")
+    return ckpt, onnx_path, make_images(root / "imgs")
+
+
+def _batch(images: Path) -> np.ndarray:
+    from bonedeploy.data.imageio import load_preprocessed
+    from bonedeploy.data.preprocess import PreprocessSpec
+
+    spec = PreprocessSpec(crop_size=64)
+    return np.stack([load_preprocessed(p, spec) for p in sorted(images.glob("*.png"))]).astype(np.float32)
+
+
+def test_default_layer_is_the_last_conv_block():
+    from bonedeploy.explain.layers import default_layer
+    from bonedeploy.models import create_model
+
+    assert default_layer("alexnet", create_model(register_tiny_alexnet())) == "5"
+    assert default_layer("alexnet", create_model("alexnet_d08_wd1e-3")) == "14"
+    with pytest.raises(ConfigError, match="families"):
+        default_layer("nosuch", None)
+
+
+def test_in_graph_maps_equal_pytorch_grad_cam_within_1e_3(artefacts):
+    import onnxruntime as ort
+
+    from bonedeploy.artefacts.checkpoint import load_checkpoint, model_from_checkpoint
+    from bonedeploy.explain.gradcam import torch_cams
+
+    ckpt, onnx_path, images = artefacts
+    x = _batch(images)
+    model = model_from_checkpoint(load_checkpoint(ckpt))
+    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    logits, cams = sess.run(None, {"image": x})
+    assert cams.shape == (len(x), 2, 64, 64) and cams.dtype == np.float32
+    with torch.no_grad():
+        assert np.abs(logits - model(torch.from_numpy(x)).numpy()).max() < 1e-4
+    for c in (0, 1):
+        ref = torch_cams(model, x, model.get_submodule("5"), [c] * len(x))
+        assert ref.shape == (len(x), 64, 64)
+        assert np.abs(cams[:, c] - ref).max() < 1e-3, c
+        assert np.ptp(ref.reshape(len(x), -1), axis=1).min() > 0.5  # real maps, not constants
+
+
+def test_explain_from_pt_and_onnx_writes_maps_and_overlays(artefacts, tmp_path):
+    from PIL import Image
+
+    from bonedeploy.explain.run import ExplainConfig, explain
+
+    ckpt, onnx_path, images = artefacts
+    bad = images.parent / "bad"
+    bad.mkdir(exist_ok=True)
+    (bad / "zzz.png").write_bytes(b"not an image")
+    inputs = (images, bad / "zzz.png")
+    res = {}
+    for name, engine in (("pt", ckpt), ("onnx", onnx_path)):
+        r = explain(ExplainConfig(engine, inputs, tmp_path / name))
+        assert len(r.written) == 6 and [Path(p).name for p, _ in r.errors] == ["zzz.png"]
+        assert r.decision["threshold"] == 0.5003 and r.decision["threshold_source"] == "operating point"
+        for w in r.written:
+            m = np.load(w["npy"])
+            assert m.dtype == np.float32 and m.shape == (64, 64) and 0 <= m.min() and m.max() <= 1
+            img = Image.open(w["png"])
+            assert img.size == (64, 64 + 22)
+            assert w["decision"] == ("Fractured" if w["p"] >= 0.5003 else "Normal")
+        res[name] = r
+    for a, b in zip(res["pt"].written, res["onnx"].written):
+        assert a["decision"] == b["decision"] and a["target"] == b["target"]
+        assert np.abs(np.load(a["npy"]) - np.load(b["npy"])).max() < 1e-3
+
+
+def test_target_class_and_layer_validation(artefacts, tmp_path):
+    from bonedeploy.explain.run import ExplainConfig, explain
+
+    ckpt, onnx_path, images = artefacts
+    r = explain(ExplainConfig(ckpt, (images,), tmp_path / "n", target="Normal"))
+    assert {w["target"] for w in r.written} == {"Normal"}
+    with pytest.raises(ConfigError, match="valid: predicted, Fractured, Normal"):
+        explain(ExplainConfig(ckpt, (images,), tmp_path / "x", target="Broken"))
+    with pytest.raises(ConfigError, match="--layer"):
+        explain(ExplainConfig(ckpt, (images,), tmp_path / "x", layer="nosuch"))
+    with pytest.raises(ConfigError, match="fixed at export"):
+        explain(ExplainConfig(onnx_path, (images,), tmp_path / "x", layer="2"))
+
+
+def test_plain_onnx_and_other_families_get_a_clear_error(artefacts, tmp_path):
+    from onnxkit import tiny_onnx_classifier
+
+    from bonedeploy.explain.run import ExplainConfig, explain
+    from bonedeploy.export.explain_onnx import cam_module
+
+    _, _, images = artefacts
+    plain = tiny_onnx_classifier(tmp_path / "model.onnx")
+    with pytest.raises(ConfigError, match="explain.onnx"):
+        explain(ExplainConfig(plain, (images,), tmp_path / "o"))
+    renamed = tmp_path / "fake.explain.onnx"
+    renamed.write_bytes(plain.read_bytes())
+    with pytest.raises(ArtefactError, match="no 'cam' output"):
+        explain(ExplainConfig(renamed, (images,), tmp_path / "o"))
+    with pytest.raises(ConfigError, match="no in-graph Grad-CAM for the 'resnet' family"):
+        cam_module("resnet", None, "layers", (400, 400))
+
+
+def test_the_explain_onnx_path_runs_without_torch(artefacts, tmp_path):
+    _, onnx_path, images = artefacts
+    code = ("import sys; sys.modules['torch'] = None\n"
+            "from bonedeploy.cli.app import main\n"
+            f"main(['explain', {str(onnx_path)!r}, {str(images)!r}, '--out', {str(tmp_path / 'e')!r}])\n")
+    root = Path(__file__).resolve().parents[2]
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                       cwd=root, env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"})
+    assert r.returncode == 0, r.stderr
+    assert len(list((tmp_path / "e").glob("*.npy"))) == 6
