@@ -73,16 +73,20 @@ class OnnxExplainer(Explainer):
     suffixes = (".explain.onnx",)
 
     def load(self) -> "OnnxExplainer":
-        import onnx
         import onnxruntime as ort
 
         from bonedeploy.artefacts.card import ModelCard
         from bonedeploy.util.fs import require_file
 
         require_file(self.path, ArtefactError)
-        meta = onnx.load(str(self.path), load_external_data=False)
-        outs = [o.name for o in meta.graph.output]
-        self.card = ModelCard.from_props({p.key: p.value for p in meta.metadata_props}, str(self.path))
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(str(self.path), opts, providers=["CPUExecutionProvider"])
+        except Exception as e:  # onnxruntime raises its own Fail/InvalidGraph types
+            raise ArtefactError(f"{self.path}: onnxruntime cannot load it ({str(e).splitlines()[0][:200]})") from e
+        outs = [o.name for o in self.session.get_outputs()]
+        self.card = ModelCard.from_props(self.session.get_modelmeta().custom_metadata_map, str(self.path))
         if outs != ["logits", "cam"]:
             raise ArtefactError(f"{self.path}: no 'cam' output (outputs {outs}); write one with "
                                 "`bonedeploy export best.pt --explain` or explain the .pt")
@@ -91,10 +95,6 @@ class OnnxExplainer(Explainer):
             raise ConfigError(f"--layer {self.layer}: {self.path.name} computes its map at layer "
                               f"{cam.get('layer')!r}, fixed at export (re-export with --layer, or use the .pt)")
         self.layer = cam.get("layer")
-        del meta
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        self.session = ort.InferenceSession(str(self.path), opts, providers=["CPUExecutionProvider"])
         return self
 
     def logits_and_cams(self, x, choose):
@@ -161,9 +161,14 @@ class Writer:
             return self.rule.apply(logits)[1]
         return np.full(len(logits), list(self.explainer.card.classes).index(self.target))
 
-    def write(self, paths: Sequence[Path], x: np.ndarray) -> list[dict[str, Any]]:
-        logits, targets, cams = self.explainer.logits_and_cams(x, self.choose)
-        probs, decided = self.rule.apply(logits)
+    def write(self, paths: Sequence[Path], x: np.ndarray, decided: np.ndarray | None = None,
+              probs: np.ndarray | None = None) -> list[dict[str, Any]]:
+        """Maps and overlays for ``x``; ``decided``/``probs``: decisions already made by another
+        engine (``infer --explain``), mapped and labelled as such."""
+        choose = self.choose if decided is None or self.target != "predicted" else (lambda _l: np.asarray(decided))
+        logits, targets, cams = self.explainer.logits_and_cams(x, choose)
+        if decided is None:
+            probs, decided = self.rule.apply(logits)
         classes, pos = list(self.explainer.card.classes), self.rule.positive_index
         done = []
         for i, p in enumerate(paths):
@@ -186,6 +191,21 @@ class Writer:
         n = self.stems.get(path.stem, 0)
         self.stems[path.stem] = n + 1
         return path.stem if n == 0 else f"{path.stem}-{n + 1}"
+
+
+def explainer_for_infer(engine: str | Path) -> Explainer:
+    """For ``infer --explain``: the engine itself when it can explain, else the
+    ``model.explain.onnx`` beside it (its maps are fp32 ones; the decisions stay the engine's)."""
+    from bonedeploy.export.explain_onnx import explain_filename
+
+    engine = Path(engine)
+    if engine.name.lower().endswith(tuple(s for c in EXPLAINERS for s in c.suffixes)):
+        return explainer_for(engine)
+    beside = engine.with_name(explain_filename())
+    if beside.is_file():
+        return explainer_for(beside)
+    raise ConfigError(f"--explain: {engine.name} has no Grad-CAM output and there is no {beside.name} beside "
+                      f"it; run `bonedeploy export best.pt --explain`, or infer with the .pt")
 
 
 def explain(config: ExplainConfig) -> ExplainResult:

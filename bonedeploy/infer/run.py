@@ -44,6 +44,8 @@ class InferConfig:
     threshold: float | None = None  # on calibrated p(Fractured); None = the card's operating point
     labels: Path | None = None
     max_error_rate: float = 0.0
+    explain: Path | None = None  # Grad-CAM maps + overlays of the images decided positive
+    explain_all: bool = False  # ... of every image
 
     def validate(self) -> None:
         if self.batch_size < 1:
@@ -52,6 +54,8 @@ class InferConfig:
             raise ConfigError(f"--threshold must be in [0, 1], got {self.threshold}")
         if not 0.0 <= self.max_error_rate <= 1.0:
             raise ConfigError(f"--max-error-rate must be in [0, 1], got {self.max_error_rate}")
+        if self.explain_all and self.explain is None:
+            raise ConfigError("--explain-all needs --explain DIR")
         if not self.inputs:
             raise DataError("no inputs given: name image files and/or folders")
 
@@ -87,6 +91,8 @@ class InferResult:
     metrics_path: Path | None = None
     extra_rows: int = 0  # rows kept from earlier runs for paths not among these inputs
     notes: list[str] = field(default_factory=list)
+    explained: int = 0  # images given a Grad-CAM map (--explain)
+    explain_dir: Path | None = None
     decision: dict[str, Any] | None = None  # DecisionRule.describe(): the threshold and its source
 
     @property
@@ -181,10 +187,42 @@ def run_inference(config: InferConfig, progress: Progress | None = None) -> Infe
     with BatchPrefetcher(config.workers, config.pool) as prefetcher:
         backend = open_engine(config)
         write_engine_record(config, engine_sha, decision_rule(config, backend).describe())
+        explainer = None
         try:
-            return _run(config, backend, prefetcher, paths, skipped, progress)
+            explainer = open_explainer(config, backend)
+            return _run(config, backend, prefetcher, paths, skipped, progress, explainer)
         finally:
+            if explainer is not None:
+                explainer.explainer.close()
             backend.close()
+
+
+def open_explainer(config: InferConfig, backend):
+    """``--explain``: a Writer deciding as the engine does (its card's rule), or None."""
+    if config.explain is None:
+        return None
+    from bonedeploy.explain.run import Writer, explainer_for_infer
+
+    explainer = explainer_for_infer(config.engine).load()
+    try:
+        return Writer(explainer, config.explain, "predicted", config.threshold)
+    except BaseException:
+        explainer.close()
+        raise
+
+
+def _explain_batch(writer, rows, decoded, rule, explain_all: bool) -> int:
+    """Maps for this batch's rows decided positive (all with ``explain_all``), in the same pass."""
+    classes = list(rule.classes)
+    pick = [(k, i) for k, i in enumerate(decoded.ok) if rows[i]["status"] == "ok"
+            and (explain_all or rows[i]["predicted"] == rule.positive_class)]
+    if not pick:
+        return 0
+    ks, idx = [k for k, _ in pick], [i for _, i in pick]
+    writer.write([rows[i]["path"] for i in idx], decoded.x[ks],
+                 decided=np.array([classes.index(rows[i]["predicted"]) for i in idx]),
+                 probs=np.array([rows[i]["probs"] for i in idx]))
+    return len(pick)
 
 
 def run_record_path(out: Path) -> Path:
@@ -227,7 +265,7 @@ def decision_rule(config: InferConfig, backend):
     return rule_for(backend.card, config.threshold)
 
 
-def _run(config, backend, prefetcher, paths, skipped, progress) -> InferResult:
+def _run(config, backend, prefetcher, paths, skipped, progress, explainer=None) -> InferResult:
     classes = list(backend.card.classes)
     labels = read_labels_csv(config.labels, classes, paths) if config.labels else folder_labels(paths, classes)
     store = PredictionStore(config.out, classes, with_label=bool(labels))
@@ -243,6 +281,7 @@ def _run(config, backend, prefetcher, paths, skipped, progress) -> InferResult:
     store.begin(previous)
     start = time.perf_counter()
     rule = decision_rule(config, backend)
+    n_explained = 0
     decoded_batches = prefetcher.iterate(batches, backend.card.preprocess)
     try:
         for decoded in decoded_batches:
@@ -252,6 +291,8 @@ def _run(config, backend, prefetcher, paths, skipped, progress) -> InferResult:
                                     f"{len(decoded.ok)} images and {len(classes)} classes {classes}")
             rows = predict_rows(decoded.paths, decoded, logits, rule)
             _label_rows(rows, classes, labels, rule)
+            if explainer is not None:
+                n_explained += _explain_batch(explainer, rows, decoded, rule, config.explain_all)
             store.append(rows)
             new_rows.extend(rows)
             n_done += len(rows)
@@ -262,7 +303,9 @@ def _run(config, backend, prefetcher, paths, skipped, progress) -> InferResult:
         decoded_batches.close()
         store.close()
     seconds = time.perf_counter() - start
-    return _finish(config, backend, store, paths, previous, new_rows, labels, seconds, skipped, rule)
+    result = _finish(config, backend, store, paths, previous, new_rows, labels, seconds, skipped, rule)
+    result.explained, result.explain_dir = n_explained, config.explain
+    return result
 
 
 def _finish(config, backend, store, paths, previous, new_rows, labels, seconds, skipped, rule) -> InferResult:

@@ -131,7 +131,7 @@ def test_plain_onnx_and_other_families_get_a_clear_error(artefacts, tmp_path):
 
 def test_the_explain_onnx_path_runs_without_torch(artefacts, tmp_path):
     _, onnx_path, images = artefacts
-    code = ("import sys; sys.modules['torch'] = None\n"
+    code = ("import sys; sys.modules['torch'] = None; sys.modules['onnx'] = None\n"
             "from bonedeploy.cli.app import main\n"
             f"main(['explain', {str(onnx_path)!r}, {str(images)!r}, '--out', {str(tmp_path / 'e')!r}])\n")
     root = Path(__file__).resolve().parents[2]
@@ -139,3 +139,25 @@ def test_the_explain_onnx_path_runs_without_torch(artefacts, tmp_path):
                        cwd=root, env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"})
     assert r.returncode == 0, r.stderr
     assert len(list((tmp_path / "e").glob("*.npy"))) == 6
+
+
+def test_infer_explain_maps_the_positive_decisions_in_the_same_pass(artefacts, tmp_path):
+    import csv
+
+    from bonedeploy.infer.run import InferConfig, run_inference
+
+    ckpt, onnx_path, images = artefacts
+    run_inference(InferConfig(engine=ckpt, inputs=(images,), out=tmp_path / "first.csv", workers=0))
+    median = float(np.median([float(row["p_Fractured"]) for row in csv.DictReader(open(tmp_path / "first.csv"))]))
+    out = tmp_path / "p.csv"
+    r = run_inference(InferConfig(engine=ckpt, inputs=(images,), out=out, workers=0, explain=tmp_path / "x",
+                                  threshold=median))
+    rows = list(csv.DictReader(open(out)))
+    positive = {Path(row["path"]).stem for row in rows if row["predicted"] == "Fractured"}
+    assert 0 < len(positive) < len(rows)  # both decisions at the median
+    assert {p.stem for p in (tmp_path / "x").glob("*.npy")} == positive == {p.stem for p in (tmp_path / "x").glob("*.png")}
+    assert r.explained == len(positive)
+    # --explain-all, with the plain ONNX engine explained by the model.explain.onnx beside it
+    r = run_inference(InferConfig(engine=onnx_path, inputs=(images,), out=tmp_path / "q.csv", workers=0,
+                                  explain=tmp_path / "all", explain_all=True))
+    assert r.explained == len(rows) == len(list((tmp_path / "all").glob("*.npy")))

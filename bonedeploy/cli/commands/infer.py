@@ -49,6 +49,10 @@ def command(
     labels: Path = typer.Option(None, "--labels", help="CSV with columns path,label for metrics."),
     max_error_rate: float = typer.Option(0.0, "--max-error-rate", help="Share of failed images "
                                          "tolerated before exit code 3."),
+    explain: Path = typer.Option(None, "--explain", help="Write Grad-CAM maps (.npy) and overlays "
+                                 "(.png) here for the images decided Fractured, in the same pass "
+                                 "(needs a .pt, a model.explain.onnx, or one beside the engine)."),
+    explain_all: bool = typer.Option(False, "--explain-all", help="With --explain: every image."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary."),
 ) -> None:
     from rich.console import Console
@@ -59,7 +63,7 @@ def command(
         engine=engine, inputs=tuple(inputs), out=out, backend=backend, provider=provider,
         device=device, precision=precision, cuda_graph=cuda_graph, batch_size=batch_size,
         workers=workers, resume=resume, threshold=threshold, labels=labels,
-        max_error_rate=max_error_rate)
+        max_error_rate=max_error_rate, explain=explain, explain_all=explain_all)
     console = Console(stderr=True, quiet=quiet)
     with _progress(console) as progress:
         result = run_inference(config, progress=progress)
@@ -122,6 +126,8 @@ def print_summary(console, result) -> None:
         console.print(f"  [red]error[/] {path}: {cause}", highlight=False)
     if len(r.errors) > 10:
         console.print(f"  ... and {len(r.errors) - 10} more (see {r.out})")
+    if r.explained:
+        console.print(f"explained {r.explained} images -> {r.explain_dir}", highlight=False)
     for note in r.notes:
         console.print(f"note: {note}")
     if r.extra_rows:
