@@ -54,7 +54,9 @@ def test_default_export_writes_onnx_files_report_and_the_engine_command(run_dir,
     assert all(f["passed"] and len(f["sha256"]) == 64 and f["bytes"] > 0 for f in report["files"])
     assert report["files"][0]["parity"]["max_abs_dprob"] <= 1e-4
     assert report["engine"]["built"] is False and report["engine"]["command"].endswith("model.fp16.onnx")
-    assert report["parity_inputs"] == {"kind": "checkpoint validation split", "n": 8, "labelled": True}
+    assert report["parity_inputs"] == {"kind": "checkpoint validation split", "n": 8,
+                                       "root": str(run_dir / "data"), "labelled": True,
+                                       "reference": "PyTorch fp32 on the CPU"}
 
 
 def test_a_failing_gate_keeps_the_file_names_it_in_red_and_exits_2(run_dir, capsys):

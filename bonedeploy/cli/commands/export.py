@@ -65,7 +65,7 @@ def command(
 
 def build_config(opts: dict[str, Any]):
     """Profile defaults, then the options given on the command line."""
-    from bonedeploy.export.from_checkpoint import ExportConfig
+    from bonedeploy.export.results import ExportConfig
     from bonedeploy.export.profiles import load_profile
     from bonedeploy.export.tensorrt import BatchProfile
     from bonedeploy.eval.parity import GATES
