@@ -103,7 +103,8 @@ def run_demo(config: DemoConfig, log: Log | None = None, reporter: Any = None,
              console: Any = None) -> DemoResult:
     """Run every step; returns the summary (also written to ``out/summary.json``/``summary.md``)."""
     from bonedeploy.bench import BenchConfig, bench
-    from bonedeploy.export.from_checkpoint import ExportConfig, run_export
+    from bonedeploy.export.from_checkpoint import run_export
+    from bonedeploy.export.results import ExportConfig
     from bonedeploy.infer.run import InferConfig, run_inference
     from bonedeploy.data.synth import SynthConfig, generate_dataset
     from bonedeploy.training import LineReporter, TrainConfig, train
