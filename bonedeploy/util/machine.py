@@ -63,6 +63,15 @@ def git_commit(path: str | Path | None = None) -> str | None:
         return None
 
 
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask: a container's or taskset's limit), else
+    every core the OS reports; at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
 def machine_info() -> dict[str, Any]:
     return {
         "cpu": cpu_model(),

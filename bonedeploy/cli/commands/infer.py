@@ -57,8 +57,9 @@ def command(
         device=device, precision=precision, cuda_graph=cuda_graph, batch_size=batch_size,
         workers=workers, resume=resume, threshold=threshold, labels=labels,
         max_error_rate=max_error_rate)
-    console = Console(stderr=True, quiet=quiet)
-    with _progress(console) as progress:
+    from bonedeploy.ui.progress import progress_bar
+
+    with progress_bar(Console(stderr=True, quiet=quiet), unit="img") as progress:
         result = run_inference(config, progress=progress)
     if not quiet:
         print_summary(Console(), result)
@@ -68,39 +69,6 @@ def command(
 
 
 command.__doc__ = HELP
-
-
-class _progress:
-    """A rich bar with images/s measured over this run (resumed images excluded)."""
-
-    def __init__(self, console):
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        self.bar = Progress(TextColumn("infer"), BarColumn(), MofNCompleteColumn(),
-                            TextColumn("{task.fields[rate]} img/s"), TextColumn("{task.fields[errors]}"),
-                            TimeRemainingColumn(), console=console, transient=False)
-        self.task = None
-        self.start = self.first = None
-
-    def __enter__(self):
-        self.bar.__enter__()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.bar.__exit__(*exc)
-
-    def __call__(self, done: int, total: int, errors: int) -> None:
-        import time
-
-        now = time.perf_counter()
-        if self.task is None:
-            self.task = self.bar.add_task("infer", total=total, rate="–", errors="")
-            self.start, self.first = now, done
-            self.bar.update(self.task, completed=done)
-            return
-        rate = (done - self.first) / (now - self.start) if now > self.start else 0.0
-        self.bar.update(self.task, completed=done, rate=f"{rate:.1f}",
-                        errors=f"[red]{errors} errors[/]" if errors else "")
 
 
 def print_summary(console, result) -> None:
