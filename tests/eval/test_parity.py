@@ -1,6 +1,5 @@
 """Parity with the reference: metrics on hand-made logits, the gates, and where inputs come from."""
 
-import sys
 from pathlib import Path
 
 import numpy as np

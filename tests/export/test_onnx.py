@@ -1,6 +1,5 @@
 """torch -> ONNX fp32: the graph contract, metadata, parity with PyTorch, determinism, bad files."""
 
-import sys
 from pathlib import Path
 
 import numpy as np

@@ -104,6 +104,7 @@ class _progress:
 
 
 def print_summary(console, result) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     r = result
@@ -112,11 +113,11 @@ def print_summary(console, result) -> None:
                   + f"; {r.processed} run in {r.seconds:.1f} s ({r.images_per_s:.1f} images/s)"
                   + f" with {r.backend.get('backend')} -> {r.out}")
     for path, cause in r.errors[:10]:
-        console.print(f"  [red]error[/] {path}: {cause}", highlight=False)
+        console.print(f"  [red]error[/] {escape(str(path))}: {escape(str(cause))}", highlight=False)
     if len(r.errors) > 10:
-        console.print(f"  ... and {len(r.errors) - 10} more (see {r.out})")
-    for note in r.notes:
-        console.print(f"note: {note}")
+        console.print(f"  ... and {len(r.errors) - 10} more (see {escape(str(r.out))})")
+    for note in r.notes:  # one line each, never re-wrapped: notes carry commands to copy
+        console.print(f"note: {escape(note)}", highlight=False, soft_wrap=True)
     if r.extra_rows:
         console.print(f"note: {r.extra_rows} rows from earlier runs for other inputs kept in {r.out}")
     if r.metrics:
