@@ -105,7 +105,6 @@ class _progress:
 
 def print_summary(console, result) -> None:
     from rich.markup import escape
-    from rich.table import Table
 
     r = result
     console.print(f"{r.total} images: {r.ok} ok, {len(r.errors)} failed"
@@ -121,22 +120,26 @@ def print_summary(console, result) -> None:
     if r.extra_rows:
         console.print(f"note: {r.extra_rows} rows from earlier runs for other inputs kept in {r.out}")
     if r.metrics:
-        console.print(metrics_table(r.metrics, Table))
-        console.print(f"metrics -> {r.metrics_path}")
+        console.print(metrics_table(r.metrics, console.width))
+        console.print(f"metrics -> {escape(str(r.metrics_path))}", highlight=False, soft_wrap=True)
 
 
-def metrics_table(m: dict[str, Any], Table) -> Any:
+def metrics_table(m: dict[str, Any], width: int = 200) -> Any:
+    from rich.markup import escape
+
+    from bonedeploy.cli.tables import KEY, Col, fit_table
     from bonedeploy.eval.metrics import format_accuracy
 
-    t = Table(title=f"metrics on {m['n']} labelled images ({m.get('label_source')})", show_header=False)
-    t.add_row("accuracy", format_accuracy(m))
+    rows = [["accuracy", format_accuracy(m)]]
     for key in ("sensitivity", "specificity", "f1", "roc_auc"):
         v = m.get(key)
-        t.add_row(key, "–" if v is None else f"{v:.3f}")
+        rows.append([key, "–" if v is None else f"{v:.3f}"])
     classes = m["classes"]
     cm = m["confusion_matrix"]
-    t.add_row("confusion (rows true, cols pred)", "\n".join(
-        f"{c:>10}: " + "  ".join(f"{v:>4}" for v in row) for c, row in zip(classes, cm)))
+    rows.append(["confusion (rows true, cols pred)", "\n".join(
+        f"{c:>10}: " + "  ".join(f"{v:>4}" for v in row) for c, row in zip(classes, cm))])
     if m.get("n_unlabelled"):
-        t.add_row("unlabelled (not scored)", str(m["n_unlabelled"]))
-    return t
+        rows.append(["unlabelled (not scored)", str(m["n_unlabelled"])])
+    return fit_table((Col("metric", KEY, "left", wrap=True), Col("value", KEY, "left")), rows, width,
+                     title=f"metrics on {m['n']} labelled images ({escape(str(m.get('label_source')))})",
+                     show_header=False)
