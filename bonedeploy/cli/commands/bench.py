@@ -55,11 +55,12 @@ def command(
     Exit codes: 0 ok; 1 the run failed; 2 an artefact failed its parity gate (reports are written first).
     """
     from bonedeploy.bench import BenchConfig, bench
+    from bonedeploy.util.machine import command_line
 
     config = BenchConfig(
         artefacts=list(artefacts or []), run_dir=run_dir, data=data,
         batch_sizes=parse_batch_sizes(batch_sizes), duration_s=duration, warmup_s=warmup,
         min_iterations=min_iters, mode=mode, compile=compile, parity=parity, parity_n=parity_n,
-        json_path=json_path, md_path=md_path, plot_path=plot_path, quiet=quiet,
+        json_path=json_path, md_path=md_path, plot_path=plot_path, quiet=quiet, command=command_line(),
     )
     bench(config)
