@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from bonedeploy import __version__
+from bonedeploy.cli.options import set_argv
 from bonedeploy.errors import BonedeployError
 
 app = typer.Typer(
@@ -74,6 +75,7 @@ for _name, _module in COMMANDS:
 
 def main(argv: list[str] | None = None) -> None:
     _state["debug"] = False
+    set_argv(argv)
     try:
         app(args=argv)
     except BonedeployError as e:

@@ -22,8 +22,19 @@ def test_bench_json_records_the_typed_command(tmp_path, monkeypatch, capsys):
     tiny_onnx_classifier(run / "model.onnx")
     argv = ["bench", "--dir", str(run), "--no-parity", "--mode", "compute", "--batch-sizes", "1",
             "--duration", "0", "--warmup", "0", "--min-iters", "2", "--json", str(tmp_path / "b.json"), "-q"]
-    monkeypatch.setattr(sys, "argv", ["/venv/bin/bonedeploy", *argv])
+    monkeypatch.setattr(sys, "argv", ["pytest"])  # in-process: main(argv) is the command
     with pytest.raises(SystemExit) as info:
         main(argv)
     assert info.value.code in (0, None), capsys.readouterr()
-    assert json.loads((tmp_path / "b.json").read_text())["command"] == shlex.join(sys.argv)
+    assert json.loads((tmp_path / "b.json").read_text())["command"] == shlex.join(["bonedeploy", *argv])
+
+
+def test_the_process_command_line_when_run_as_a_program(tmp_path, monkeypatch):
+    from bonedeploy.cli.options import invocation, set_argv
+
+    monkeypatch.setattr(sys, "argv", ["/venv/bin/bonedeploy", "sweep", "r.toml", "my data"])
+    set_argv(None)
+    assert invocation() == "/venv/bin/bonedeploy sweep r.toml 'my data'"
+    set_argv(["sweep", "r.toml"])
+    assert invocation() == "bonedeploy sweep r.toml"
+    set_argv(None)

@@ -7,6 +7,9 @@ from typing import Any
 
 import typer
 
+from bonedeploy.cli.options import default_of
+from bonedeploy.infer.run import InferConfig
+
 # typer keeps a docstring's line breaks, so each paragraph is one string here.
 HELP = "\n\n".join([
     "Classify radiographs with an exported model (.onnx, .trt/.engine/.plan) or a .pt checkpoint.",
@@ -36,21 +39,24 @@ def command(
     precision: str = typer.Option(None, "--precision", help=".pt only: fp32 or fp16 (CUDA)."),
     cuda_graph: bool = typer.Option(False, "--cuda-graph", help=".pt on CUDA only: replay a CUDA "
                                     "graph captured for --batch-size."),
-    batch_size: int = typer.Option(16, "--batch-size", "-b", help="Images per model call."),
-    out: Path = typer.Option(Path("predictions.csv"), "--out", "-o", help="preds.csv or preds.json."),
+    batch_size: int = typer.Option(default_of(InferConfig, "batch_size"), "--batch-size", "-b",
+                                   help="Images per model call.", show_default=True),
+    out: Path = typer.Option(default_of(InferConfig, "out"), "--out", "-o", help="preds.csv or preds.json.",
+                             show_default=True),
     workers: int = typer.Option(None, "--workers", "-j", help="Decoder processes (default: cores - 1; "
                                 "0 decodes in the main process)."),
     resume: bool = typer.Option(False, "--resume", help="Continue: skip images already in --out or its .partial (failed ones too: delete their rows to retry)."),
     threshold: float = typer.Option(None, "--threshold", help="Predict Fractured when p(Fractured) >= T "
                                     "(default: the most probable class)."),
     labels: Path = typer.Option(None, "--labels", help="CSV with columns path,label for metrics."),
-    max_error_rate: float = typer.Option(0.0, "--max-error-rate", help="Share of failed images "
-                                         "tolerated before exit code 3."),
+    max_error_rate: float = typer.Option(default_of(InferConfig, "max_error_rate"), "--max-error-rate",
+                                         help="Share of failed images tolerated before exit code 3.",
+                                         show_default=True),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary."),
 ) -> None:
     from rich.console import Console
 
-    from bonedeploy.infer.run import InferConfig, run_inference
+    from bonedeploy.infer.run import run_inference
 
     config = InferConfig(
         engine=engine, inputs=tuple(inputs), out=out, backend=backend, provider=provider,
