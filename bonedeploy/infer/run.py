@@ -287,7 +287,14 @@ def _add_metrics(result: InferResult, config: InferConfig, rows, classes, meta) 
         result.notes.append("labels known but no labelled image was predicted: no metrics")
         return
     y = [classes.index(r["label"]) for r in scored]
-    summary = classification_summary(y, np.array([r["probs"] for r in scored]), classes, config.threshold)
+    try:
+        summary = classification_summary(y, np.array([r["probs"] for r in scored]), classes, config.threshold)
+    except ModuleNotFoundError as e:  # a base (edge) install has no scikit-learn/scipy
+        if (e.name or "").partition(".")[0] not in ("sklearn", "scipy"):
+            raise
+        result.notes.append(f"labels known but no metrics ({e.name} is not installed): "
+                            "pip install 'bonedeploy[report]' adds them")
+        return
     summary.update(n_unlabelled=unlabelled, n_errors=len(result.errors),
                    label_source=str(config.labels) if config.labels else "class folders", **meta)
     result.metrics = _clean(summary)

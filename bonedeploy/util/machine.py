@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 import platform
 import re
+import shlex
 import subprocess
+import sys
 from functools import lru_cache
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -15,6 +17,11 @@ from bonedeploy import __version__
 
 _LIBS = ("numpy", "pillow", "onnxruntime", "onnx", "onnxconverter-common", "torch", "torchvision",
          "tensorrt", "cuda-python", "scikit-learn")
+
+
+def command_line(argv: list[str] | None = None) -> str:
+    """This process's command line as typed (``shlex.join(sys.argv)``): what run records store."""
+    return shlex.join(sys.argv if argv is None else argv)
 
 
 def library_versions(names: tuple[str, ...] = _LIBS) -> dict[str, str | None]:

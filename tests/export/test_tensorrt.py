@@ -12,7 +12,6 @@ import importlib.machinery
 import json
 import sys
 import types
-from pathlib import Path
 
 import numpy as np
 import pytest
