@@ -16,7 +16,7 @@ from bonedeploy.bench.render import report
 from bonedeploy.cli.app import app
 from bonedeploy.cli.commands.demo import print_summary
 from bonedeploy.cli.commands.export import result_table
-from bonedeploy.cli.tables import KEY, Col, fit_table
+from bonedeploy.ui.tables import KEY, Col, fit_table
 from bonedeploy.demo import summary_markdown
 from bonedeploy.models import list_models
 from onnxkit import tiny_onnx_classifier

@@ -95,7 +95,7 @@ def rich_table(d: dict[str, Any], mode: str = "compute", parity: bool = True, wi
     the artefact and its status print whole; parity columns, then the largest batches, go first."""
     from rich import box
 
-    from bonedeploy.cli.tables import KEY, Col, fit_table
+    from bonedeploy.ui.tables import KEY, Col, fit_table
 
     bss = d["config"]["batch_sizes"]
     ref = reference(d)

@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from bonedeploy.cli.tables import print_markdown
+from bonedeploy.ui.tables import print_markdown
 
 
 def command(

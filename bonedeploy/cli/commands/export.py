@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from bonedeploy.cli.tables import KEY, Col, fit_table
+from bonedeploy.ui.tables import KEY, Col, fit_table
 from bonedeploy.errors import ArtefactError, BackendUnavailableError, GateFailedError
 
 COMMAND_KWARGS = {"no_args_is_help": True}

@@ -101,7 +101,7 @@ def print_summary(console, result) -> None:
 def metrics_table(m: dict[str, Any], width: int = 200) -> Any:
     from rich.markup import escape
 
-    from bonedeploy.cli.tables import KEY, Col, fit_table
+    from bonedeploy.ui.tables import KEY, Col, fit_table
     from bonedeploy.eval.metrics import format_accuracy
 
     rows = [["accuracy", format_accuracy(m)]]

@@ -6,7 +6,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from bonedeploy.cli.tables import KEY, Col, fit_table
+from bonedeploy.ui.tables import KEY, Col, fit_table
 from bonedeploy.models import get_model_entry, list_models
 
 
