@@ -58,12 +58,7 @@ def command(
 
 
 def _generate(console: Console, generate, out, config, workers, overwrite) -> dict:
-    if console.quiet:
-        return generate(out, config, workers=workers, overwrite=overwrite)
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+    from bonedeploy.ui.progress import progress_bar
 
-    with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-                  TimeRemainingColumn(), console=console, transient=True) as bar:
-        task = bar.add_task("rendering", total=config.n + config.test_n)
-        return generate(out, config, progress=lambda done, total: bar.update(task, completed=done),
-                        workers=workers, overwrite=overwrite)
+    with progress_bar(console, unit="img", transient=True) as bar:
+        return generate(out, config, progress=bar, workers=workers, overwrite=overwrite)
