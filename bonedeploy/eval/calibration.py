@@ -248,7 +248,7 @@ def calibrate_checkpoint(config: CalibrateConfig) -> CalibrateResult:
     ckpt = load_checkpoint(src)
     card = card_from_checkpoint(ckpt, str(src))
     x, labels, where = calibration_inputs(ckpt, config.data, card, src)
-    logits = model_logits(model_from_checkpoint(ckpt, str(src)), x)
+    logits = model_logits(model_from_checkpoint(ckpt, str(src)), card, x, src)
     fit = fit_decision(logits, labels, card.classes, config.target_sensitivity, where)
     new_card = apply_fit(card, fit)
     out = Path(config.out) if config.out is not None else src
@@ -274,14 +274,16 @@ def calibration_inputs(ckpt: dict[str, Any], data: Path | None, card: Any, src: 
         where = f"the checkpoint's validation split ({split['root']})"
     else:
         where = f"{data}"
-    x, labels, _paths = parity.parity_inputs(ckpt=ckpt, data=data, spec=card.preprocess, classes=card.classes)
-    if labels is None or len(labels) == 0:
+    ps = parity.select_parity_set(ckpt=ckpt, data=data, spec=card.preprocess, classes=card.classes)
+    if ps.labels is None or len(ps.labels) == 0:
         raise DataError(f"{data or src}: no labelled images to calibrate on")
-    return x, np.asarray(labels, dtype=int), where
+    return ps.x, np.asarray(ps.labels, dtype=int), where
 
 
-def model_logits(model: Any, x: np.ndarray) -> np.ndarray:
-    from bonedeploy.export.from_checkpoint import torch_logits
+def model_logits(model: Any, card: Any, x: np.ndarray, path: str | Path = "checkpoint") -> np.ndarray:
+    """fp32 logits on the CPU through the torch backend (as the export reference runs)."""
+    from bonedeploy.backends.torch import TorchBackend
 
-    return torch_logits(model, x)
+    with TorchBackend.from_module(model, card, Path(path), device="cpu", precision="fp32") as backend:
+        return np.concatenate([backend.infer(x[i:i + 16]) for i in range(0, len(x), 16)])
 

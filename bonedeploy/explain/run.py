@@ -59,10 +59,10 @@ class TorchExplainer(Explainer):
         return self
 
     def logits_and_cams(self, x, choose):
+        from bonedeploy.eval.calibration import model_logits
         from bonedeploy.explain.gradcam import torch_cams
-        from bonedeploy.export.from_checkpoint import torch_logits
 
-        logits = torch_logits(self.model, x)
+        logits = model_logits(self.model, self.card, x, self.path)
         targets = choose(logits)
         return logits, targets, torch_cams(self.model, x, self.module, targets)
 

@@ -156,5 +156,5 @@ def test_train_with_a_target_sensitivity_stores_the_operating_point(tmp_path):
     ckpt = load_checkpoint(result.best_path)
     x, y, _ = calibration_inputs(ckpt, None, card, result.best_path)
     rule = rule_for(card)
-    p = positive_scores(rule, model_logits(model_from_checkpoint(ckpt), x))
+    p = positive_scores(rule, model_logits(model_from_checkpoint(ckpt), card, x, result.best_path))
     assert sensitivity_specificity(p, is_positive(y, rule), op.threshold)[0] >= 0.75
