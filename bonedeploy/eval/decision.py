@@ -54,7 +54,7 @@ class DecisionRule:
         from bonedeploy.eval.metrics import softmax
 
         z = np.asarray(logits, dtype=np.float64) / float(self.temperature)
-        return np.round(softmax(z).astype(np.float64), PROB_DECIMALS)
+        return np.round(softmax(z, np.float64), PROB_DECIMALS)
 
     def decide(self, probs: np.ndarray) -> np.ndarray:
         """Class index per row of calibrated probabilities."""

@@ -82,11 +82,12 @@ def validate_target(target: float | None) -> float | None:
 
 def sensitivity_specificity(p_pos: np.ndarray, is_pos: np.ndarray, threshold: float) -> tuple[float, float]:
     """Sensitivity and specificity of ``p_pos >= threshold`` (NaN where a class is absent)."""
+    from bonedeploy.eval.metrics import sensitivity_specificity as rates
+
     p_pos, is_pos = np.asarray(p_pos, dtype=np.float64), np.asarray(is_pos, dtype=bool)
-    hit = p_pos >= threshold
-    sens = float(hit[is_pos].mean()) if is_pos.any() else float("nan")
-    spec = float((~hit[~is_pos]).mean()) if (~is_pos).any() else float("nan")
-    return sens, spec
+    # class index 0 = positive, 1 = the rest
+    sens, spec = rates((~is_pos).astype(int), (p_pos < threshold).astype(int), 0, zero_division=float("nan"))
+    return float(sens), float(spec)
 
 
 def choose_threshold(p_pos: Sequence[float], is_pos: Sequence[bool], target: float) -> float:

@@ -219,10 +219,10 @@ def _add_operating_point(res: ParityResult, ref: np.ndarray, cand: np.ndarray, f
     res.op_missed_positives = int((positive & (d_ref == pos) & (d_cand != pos)).sum())
     if y is None:
         return
-    for name, want in (("sensitivity", True), ("specificity", False)):
-        mask = positive if want else ~positive
-        if mask.any():
-            r, c = float(((d_ref == pos) == want)[mask].mean()), float(((d_cand == pos) == want)[mask].mean())
+    ref_rates = sensitivity_specificity(y, d_ref, pos)
+    cand_rates = sensitivity_specificity(y, d_cand, pos)
+    for name, r, c in zip(("sensitivity", "specificity"), ref_rates, cand_rates):
+        if r is not None and c is not None:
             setattr(res, f"op_{name}_ref", r)
             setattr(res, f"op_{name}_cand", c)
             setattr(res, f"op_{name}_delta", c - r)
