@@ -113,7 +113,7 @@ def plot_reliability(logits: np.ndarray, labels: Sequence[int], temperature: flo
                                   gridspec_kw={"height_ratios": [3, 1]})
     ax.plot([0, 1], [0, 1], ":", color="grey", label="perfect calibration")
     width = 1 / ECE_BINS
-    for (name, t), colour, off in (((f"before (T = 1)", 1.0), "tab:red", -0.22),
+    for (name, t), colour, off in ((("before (T = 1)", 1.0), "tab:red", -0.22),
                                    ((f"after (T = {temperature:.2f})", temperature), "tab:blue", 0.22)):
         p = DecisionRule(tuple(classes), t).probabilities(logits)
         conf, correct = p.max(axis=1), (p.argmax(axis=1) == y)

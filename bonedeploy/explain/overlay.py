@@ -4,8 +4,12 @@ and numpy only, so the edge path needs neither matplotlib nor OpenCV)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover
+    from PIL import Image
 
 ALPHA = 0.45  # heat opacity where the map is 1 (scaled by the map: cold regions stay grey)
 

@@ -161,3 +161,23 @@ def test_infer_explain_maps_the_positive_decisions_in_the_same_pass(artefacts, t
     r = run_inference(InferConfig(engine=onnx_path, inputs=(images,), out=tmp_path / "q.csv", workers=0,
                                   explain=tmp_path / "all", explain_all=True))
     assert r.explained == len(rows) == len(list((tmp_path / "all").glob("*.npy")))
+
+
+def test_export_explain_and_explain_cli(tmp_path, capsys):
+    from exportkit import make_tree
+
+    from bonedeploy.cli.app import main
+
+    ckpt = make_cam_checkpoint(tmp_path / "run" / "best.pt", seed=3)
+    tree = make_tree(tmp_path / "data", per_class=4, size=(72, 72))
+    with pytest.raises(SystemExit) as e:
+        main(["export", str(ckpt), "--precision", "fp32", "--no-trt", "--data", str(tree), "--explain", "-q"])
+    assert e.value.code in (0, None), capsys.readouterr()
+    graph = tmp_path / "run" / "model.explain.onnx"
+    assert graph.is_file() and (tmp_path / "run" / "model.onnx").is_file()
+    (tree / "Normal" / "broken.png").write_bytes(b"\x89PNG broken")
+    with pytest.raises(SystemExit) as e:
+        main(["explain", str(graph), str(tree), "--out", str(tmp_path / "maps"), "--target", "Fractured"])
+    out = capsys.readouterr().out
+    assert e.value.code == 3 and "broken.png" in out  # reported; the other 8 images still written
+    assert len(list((tmp_path / "maps").glob("*.npy"))) == 8 == len(list((tmp_path / "maps").glob("*.png")))

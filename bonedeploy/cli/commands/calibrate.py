@@ -33,12 +33,12 @@ def command(
     c, op = result.fit.calibration, result.fit.operating_point
     console = Console()
     console.print(f"temperature {result.fit.temperature:.4f} on {c['n']} images ({c['fitted_on']})",
-                  highlight=False)
+                  highlight=False, soft_wrap=True)
     for k in ("nll", "ece", "brier"):
-        console.print(f"  {k:<6} {c['before'][k]:.4f} -> {c['after'][k]:.4f}", highlight=False)
-    console.print(f"operating point: {op.describe()}", highlight=False)
+        console.print(f"  {k:<6} {c['before'][k]:.4f} -> {c['after'][k]:.4f}", highlight=False, soft_wrap=True)
+    console.print(f"operating point: {op.describe()}", highlight=False, soft_wrap=True)
     if result.replaced:
-        console.print("previous values kept in the card's history", highlight=False)
-    console.print(f"-> {result.out}; report {result.reports['md']}, {result.reports['png']}", highlight=False)
+        console.print("previous values kept in the card's history", highlight=False, soft_wrap=True)
+    console.print(f"-> {result.out}; report {result.reports['md']}, {result.reports['png']}", highlight=False, soft_wrap=True)
     console.print("note: the temperature and the threshold were fitted on the same images; "
-                  "re-export to carry them into the ONNX files", highlight=False)
+                  "re-export to carry them into the ONNX files", highlight=False, soft_wrap=True)

@@ -33,8 +33,9 @@ def command(
     result = explain(ExplainConfig(engine, tuple(inputs), out, layer, target, threshold, batch_size))
     console = Console()
     console.print(f"{len(result.written)} maps at layer {result.layer} -> {escape(str(result.out))} "
-                  f"(decision: {result.decision['rule']}, {result.decision['threshold_source']})", highlight=False)
+                  f"(decision: {result.decision['rule']}, {result.decision['threshold_source']})", highlight=False,
+                  soft_wrap=True)
     for path, cause in result.errors:
-        console.print(f"  [red]error[/] {escape(path)}: {escape(cause)}", highlight=False)
+        console.print(f"  [red]error[/] {escape(path)}: {escape(cause)}", highlight=False, soft_wrap=True)
     if result.errors:
         raise typer.Exit(3)
