@@ -63,9 +63,10 @@ TARGET_GRAPH_B128_IPS = 30_000.0
 class StepFailed(Exception):
     """A step ran and did not do its job; ``output`` is what it printed (the full error)."""
 
-    def __init__(self, message: str, output: str = ""):
+    def __init__(self, message: str, output: str = "", figure: str = ""):
         super().__init__(message)
         self.output = output
+        self.figure = figure  # what the step did find out (e.g. the versions), kept in the summary
 
 
 class StepSkipped(Exception):
@@ -305,10 +306,10 @@ def step_install(c: Check) -> Row:
                               f"{facts.get('gpu') or 'no GPU'}", details={"facts": facts, "notes": notes})
     if not c.has_cuda and not c.args.dry:
         raise StepFailed("no CUDA GPU visible to torch: the full check needs one (--dry runs it on "
-                         "the CPU)", json.dumps(facts, indent=2))
+                         "the CPU)", json.dumps(facts, indent=2), row.figure)
     if failures:
         raise StepFailed("pip install failed: " + "; ".join(str(e) for e in failures),
-                         "\n".join(e.output for e in failures))
+                         "\n".join(e.output for e in failures), row.figure)
     return row
 
 
@@ -652,7 +653,7 @@ STEPS: tuple[Step, ...] = (
     Step(("b-fp32",), "train_epoch.py fp32", train_epoch_step("fp32", False), 80, 20),
     Step(tuple(TORCH_ROWS), "gpu_torch.py fp32 / fp16 / fp16 + graph", step_gpu_torch, 100, 30),
     Step(("f-cudamem",), "cudamem round trip", step_cudamem, 60, 10, cuda_only=True),
-    Step(("c1-sweep",), "sweep: the selected AlexNet", sweep_step(1), 120, 30),
+    Step(("c1-sweep",), "sweep: the selected run (AlexNet; --dry: vgg8)", sweep_step(1), 120, 30),
     Step(("e-export",), "bonedeploy export (selected run)", step_export, 150, 40),
     Step(("e-bench",), "bonedeploy bench (selected run)", step_bench, 150, 40),
     Step(("g-fp32",), "bonedeploy infer torch fp32", infer_step("fp32"), 60, 20),
@@ -662,7 +663,7 @@ STEPS: tuple[Step, ...] = (
 )
 ROW_TITLES = {
     "a": "install + versions", "b-bf16": "train epoch, bf16", "b-fp32": "train epoch, fp32",
-    "c-synth": "synthetic set", "c1-sweep": "sweep: selected AlexNet", "c2-sweep": "sweep: all runs",
+    "c-synth": "synthetic set", "c1-sweep": "sweep: the selected run", "c2-sweep": "sweep: all runs",
     "d-fp32": "torch backend fp32", "d-fp16": "torch backend fp16",
     "d-fp16-graph": "torch backend fp16 + CUDA graph", "e-export": "export (ONNX)",
     "e-bench": "bench (selected run)", "f-cudamem": "cudamem round trip", "g-fp32": "infer, torch fp32",
@@ -730,8 +731,8 @@ def run_steps(c: Check, chosen: set[str], rows: dict[str, Row],
         except StepSkipped as e:
             got = [Row(r, ROW_TITLES[r], status="skipped", reason=str(e)) for r in ids]
         except StepFailed as e:
-            got = [Row(r, ROW_TITLES[r], status="failed", reason=str(e), error=tail(e.output, 80))
-                   for r in ids]
+            got = [Row(r, ROW_TITLES[r], status="failed", reason=str(e), error=tail(e.output, 80),
+                       figure=e.figure) for r in ids]
         except KeyboardInterrupt as e:  # SIGTERM from `timeout`, or Ctrl-C: this step did not end
             for r in ids:
                 rows[r] = Row(r, ROW_TITLES[r], status="failed", reason=f"interrupted ({e})",

@@ -233,7 +233,7 @@ def markdown(r: dict) -> str:
            f"{', '.join(f'{t:.3f}' for t in n['times_s'])} |"] if n else []), "",
         (f"Ratio naive / bonedeploy: **{r['ratio']:.1f}x**. " if n else "Naive loop not run (--no-naive). ")
         + f"bonedeploy's one-off decode of all images: {o['decode_once_s']:.2f} s.", "",
-        "| target | goal | measured | verdict |", "|---|---:|---:|---|",
+        *(["| target | goal | measured | verdict |", "|---|---:|---:|---|"] if r["targets"] else []),
         *[f"| {c['target']} | {c['goal']} | {c['measured']:.3g} | {c['verdict']} |" for c in r["targets"]],
         "",
     ]

@@ -220,3 +220,21 @@ def test_dry_run_end_to_end(tmp_path):
     assert "logs/e-export.log" in names and not any(n.endswith((".pt", ".onnx")) for n in names)
     assert sorted(p.name for p in out.iterdir()) == ["gpu_check.log", "results-dry.tar.gz",
                                                      "summary.json", "summary.md"]
+
+
+def test_train_epoch_markdown_without_the_naive_loop():
+    """--no-naive (the check's second precision): no naive row, no ratio, no empty target table."""
+    spec = importlib.util.spec_from_file_location("train_epoch", REPO / "benchmarks" / "train_epoch.py")
+    te = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(te)
+    ours = {"epoch_s": 0.5, "times_s": [0.5], "decode_once_s": 0.1, "n_train": 6, "n_val": 2,
+            "runtime": {"device_name": "cpu", "precision": "fp32", "channels_last": False}}
+    r = {"model": "vgg8", "command": "python benchmarks/train_epoch.py --no-naive", "quick": True,
+         "batch_size": 4, "bonedeploy": ours, "naive": None, "ratio": None, "targets": [],
+         "machine": {"cpu": "x", "cores": 2, "gpu": None, "versions": {}, "git_commit": None}}
+    md = te.markdown(r)
+    assert "Naive loop not run (--no-naive)" in md and "| naive" not in md
+    assert "| target |" not in md and "| bonedeploy (decoded once" in md
+    args = te.parse_args(["--quick", "--batch-size", "4", "--tag", "fp32", "--no-naive"])
+    assert (args.n, args.batch_size, args.epochs, args.tag, args.no_naive) == (24, 4, 1, "fp32", True)
+    assert (te.parse_args([]).n, te.parse_args([]).batch_size, te.parse_args([]).epochs) == (353, 32, 3)
