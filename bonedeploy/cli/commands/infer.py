@@ -27,7 +27,8 @@ HELP = "\n\n".join([
 
 def command(
     inputs: list[Path] = typer.Argument(..., help="Image files and/or folders.", show_default=False),
-    engine: Path = typer.Option(..., "--engine", "-e", help="model.onnx, model.trt or best.pt."),
+    engine: Path = typer.Option(..., "--engine", "-e", help="model.onnx, model.trt, best.pt, or a Triton "
+                                "server's model: grpc://HOST:PORT/NAME or http://HOST:PORT/NAME."),
     backend: str = typer.Option(None, "--backend", help="torch, onnxruntime or tensorrt "
                                 "(default: from the engine's suffix)."),
     provider: str = typer.Option(None, "--provider", help="onnxruntime execution provider, e.g. cpu, "
@@ -47,6 +48,8 @@ def command(
     max_error_rate: float = typer.Option(0.0, "--max-error-rate", help="Share of failed images "
                                          "tolerated before exit code 3."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary."),
+    remote_decode: bool = typer.Option(False, "--remote-decode", help="grpc:// or http:// engines: send "
+                                       "the files' bytes and let the server decode them (NAME_file)."),
 ) -> None:
     from rich.console import Console
 
@@ -56,7 +59,7 @@ def command(
         engine=engine, inputs=tuple(inputs), out=out, backend=backend, provider=provider,
         device=device, precision=precision, cuda_graph=cuda_graph, batch_size=batch_size,
         workers=workers, resume=resume, threshold=threshold, labels=labels,
-        max_error_rate=max_error_rate)
+        max_error_rate=max_error_rate, remote_decode=remote_decode)
     console = Console(stderr=True, quiet=quiet)
     with _progress(console) as progress:
         result = run_inference(config, progress=progress)
