@@ -325,3 +325,16 @@ def test_sigterm_under_load_stops_within_ten_seconds_and_frees_the_ports(engine)
     finally:
         stop.set()
         srv.stop()
+
+
+def test_remote_bench_measures_each_concurrency_and_parity_against_the_local_file(server, engine, tmp_path):
+    from bonedeploy.serve.remote_bench import RemoteBenchConfig, run_remote_bench
+
+    report = run_remote_bench(RemoteBenchConfig(engine=server.url("grpc"), concurrency=(1, 3), duration_s=0.6,
+                                                warmup_s=0.2, reference=(engine,), parity_n=16,
+                                                json_path=tmp_path / "r.json"))
+    assert [r.concurrency for r in report.levels] == [1, 3]
+    assert all(r.errors == 0 and r.requests > 0 for r in report.levels)
+    assert all(r.mean_server_batch is not None and r.mean_server_batch >= 1 for r in report.levels)
+    assert report.parity["max_abs_dprob"] <= 1e-6 and report.parity["top1_agreement"] == 1.0
+    assert json.loads((tmp_path / "r.json").read_text())["levels"][1]["concurrency"] == 3
