@@ -14,7 +14,6 @@ from __future__ import annotations
 import ast
 import importlib.metadata as md
 import re
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
