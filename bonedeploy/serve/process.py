@@ -36,10 +36,10 @@ def free_ports(n: int, host: str = LOOPBACK) -> list[int]:
 
 class ServerProcess:
     def __init__(self, engine: str | Path, name: str = "bonedeploy", extra: Sequence[str] = (),
-                 timeout_s: float = 180.0, env: dict[str, str] | None = None):
+                 timeout_s: float = 180.0, env: dict[str, str] | None = None, cwd: str | Path | None = None):
         self.engine, self.name, self.extra = Path(engine), name, list(extra)
         self.timeout_s = timeout_s
-        self.env = env
+        self.env, self.cwd = env, cwd
         self.http_port, self.grpc_port, self.metrics_port = free_ports(3)
         self.proc: subprocess.Popen | None = None
         self.output: list[str] = []
@@ -63,7 +63,8 @@ class ServerProcess:
 
     def start(self) -> "ServerProcess":
         self.proc = subprocess.Popen(self.command(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, env=self.env, start_new_session=True)
+                                     stdin=subprocess.DEVNULL, env=self.env, cwd=self.cwd,
+                                     start_new_session=True)
         threading.Thread(target=self._read, daemon=True).start()
         deadline = time.monotonic() + self.timeout_s
         while not self._ready.wait(0.2):

@@ -208,9 +208,13 @@ def serve_models(config: ServeConfig, card, max_batch: int, params: dict[str, st
 def write_python_model(repo: Path, cfg: ModelConfig, cls: str, spec: dict[str, Any]) -> str:
     version = repo / cfg.name / "1"
     version.mkdir(parents=True)
+    from bonedeploy.serve.runtime import package_root
+
+    # The stub's embedded interpreter does not see PYTHONPATH: name the bonedeploy that serves.
     (version / "model.py").write_text(
         "# Written by `bonedeploy serve`; the model lives in bonedeploy.serve.python_model.\n"
-        f"from bonedeploy.serve.python_model import {cls} as TritonPythonModel  # noqa: F401\n")
+        f"import sys\nsys.path.insert(0, {str(package_root())!r})\n"
+        f"from bonedeploy.serve.python_model import {cls} as TritonPythonModel  # noqa: E402,F401\n")
     (version / P.SERVE_SPEC).write_text(json.dumps(spec, indent=2))
     text = cfg.to_pbtxt()
     (repo / cfg.name / "config.pbtxt").write_text(text)
@@ -348,9 +352,11 @@ def _http_ok(url: str) -> bool:
         return False
 
 
-def _tail(path: Path, lines: int = 25) -> str:
+def _tail(path: Path, lines: int = 12) -> str:
+    """Triton's error lines (E...: why a model failed to load), then the last lines."""
     try:
-        text = path.read_text(errors="replace")
+        text = path.read_text(errors="replace").splitlines()
     except OSError:
         return ""
-    return "\n".join(text.splitlines()[-lines:])
+    errors = [ln[:500] for ln in text if ln.startswith("E") and "CudaDriverHelper" not in ln]
+    return "\n".join(errors[-8:] + text[-lines:])

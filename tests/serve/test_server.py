@@ -293,8 +293,9 @@ def test_missing_or_incompatible_engine_is_refused_like_infer(tmp_path, folder):
     assert r.returncode == 1 and "wrong engine for radiographs" in r.stderr
 
 
-def test_sigterm_under_load_stops_within_ten_seconds_and_frees_the_ports(engine):
-    srv = ServerProcess(engine, name="term")
+def test_sigterm_under_load_stops_within_ten_seconds_and_frees_the_ports(engine, tmp_path):
+    # From another working directory: the Python-backend stub must still find this bonedeploy.
+    srv = ServerProcess(engine, name="term", cwd=tmp_path)
     stop = threading.Event()
     try:
         srv.start()
