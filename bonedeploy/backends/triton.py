@@ -99,7 +99,7 @@ class TritonBackend(Backend):
                                           f"(pip install 'bonedeploy[serve]'; {e})") from e
         from tritonclient.utils import InferenceServerException
 
-        from bonedeploy.export.triton_repo import card_from_parameters
+        from bonedeploy.serve.protocol import card_from_parameters
 
         self._tc, self._exc = tc, InferenceServerException
         self._client = tc.InferenceServerClient(self.host, **({"network_timeout": self.timeout_s,

@@ -10,7 +10,6 @@ dependency: an ``.onnx`` export must run on a bare edge install); tests parse it
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from typing import Any
 
 from bonedeploy.artefacts.card import ModelCard
 from bonedeploy.errors import ArtefactError, ConfigError
+from bonedeploy.serve.protocol import card_parameters
 
 DEFAULT_NAME = "bonedeploy"
 DEFAULT_MAX_BATCH = 32  # for graphs with a free batch axis (no optimisation profile to cap it)
@@ -27,9 +27,6 @@ KINDS = ("KIND_AUTO", "KIND_CPU", "KIND_GPU")
 DTYPES = ("TYPE_FP32", "TYPE_FP16", "TYPE_STRING", "TYPE_INT64")
 # Triton model names become URL path segments and directory names.
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-# config.pbtxt parameters: one key per card field, so `GET /v2/models/NAME/config` shows them flat.
-CARD_PARAM = "bonedeploy.card"
-SHA_PARAM = "bonedeploy.artefact_sha256"
 
 
 @dataclass(frozen=True)
@@ -86,31 +83,6 @@ def check_model_name(name: str) -> str:
         raise ConfigError(f"model name {name!r}: use 1-64 letters, digits, '_', '-' or '.', "
                           "starting with a letter or digit")
     return name
-
-
-def card_parameters(card: ModelCard, sha256: str | None) -> dict[str, str]:
-    """The card as config parameters: all of it as JSON, and the artefact's sha256 on its own."""
-    params = {CARD_PARAM: json.dumps(card.to_dict(), sort_keys=True)}
-    if sha256:
-        params[SHA_PARAM] = sha256
-    return params
-
-
-def card_from_parameters(params: dict[str, Any], where: str) -> tuple[ModelCard, str | None]:
-    """Inverse of ``card_parameters``; accepts Triton's JSON ({"string_value": ...}) or plain strings."""
-    def text(key: str) -> str | None:
-        v = params.get(key)
-        return v.get("string_value") if isinstance(v, dict) else v
-
-    raw = text(CARD_PARAM)
-    if not raw:
-        raise ArtefactError(f"{where}: the model config has no {CARD_PARAM} parameter "
-                            "(is it a bonedeploy model?)")
-    try:
-        data = json.loads(raw)
-    except ValueError as e:
-        raise ArtefactError(f"{where}: malformed {CARD_PARAM} parameter ({e})") from e
-    return ModelCard.from_dict(data, where), text(SHA_PARAM)
 
 
 def _q(s: str) -> str:

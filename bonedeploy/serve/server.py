@@ -31,11 +31,11 @@ from bonedeploy.export.triton_repo import (
     DEFAULT_NAME,
     ModelConfig,
     TensorSpec,
-    card_parameters,
     check_model_name,
     resolve_max_batch,
 )
 from bonedeploy.serve import protocol as P
+from bonedeploy.serve.protocol import card_parameters
 
 Log = Callable[[str], None]
 LOOPBACK = "127.0.0.1"
