@@ -240,7 +240,7 @@ def startup_banner(config: ServeConfig, prep: Prepared) -> str:
     ]
     if config.host not in (LOOPBACK, "localhost", "::1"):
         lines.append(f"  warning  bound to {config.host}: Triton has no authentication; put it behind a "
-                     "TLS + auth gateway (see docs/serving.md)")
+                     "TLS + auth gateway (see the README's Serve section)")
     lines.append("ready; Ctrl-C or SIGTERM stops it")
     return "\n".join(lines)
 

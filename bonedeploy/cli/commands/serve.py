@@ -13,7 +13,7 @@ def command(
     engine: Path = typer.Argument(..., help="model.onnx, model.trt/.engine/.plan or best.pt.", show_default=False),
     name: str = typer.Option("bonedeploy", "--name", help="Model name: NAME takes tensors, NAME_file file bytes."),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (0.0.0.0: every interface; "
-                             "Triton has no authentication, see docs/serving.md)."),
+                             "Triton has no authentication, see the README's Serve section)."),
     http_port: int = typer.Option(8000, "--http-port", help="HTTP/REST (KServe v2) port."),
     grpc_port: int = typer.Option(8001, "--grpc-port", help="gRPC port."),
     metrics_port: int = typer.Option(8002, "--metrics-port", help="Prometheus metrics port."),
