@@ -101,7 +101,7 @@ def ort_trt_cache_dir(model_sha256: str, gpu_name: str, compute_capability: str,
                       ort_version: str, base: Path | None = None) -> Path:
     """``<base>/<GPU>-sm<CC>-trt<ver>-ort<ver>/<sha256>``: engines are tied to the GPU, the TensorRT
     release and the model; ORT's cache format to its own version. Keyed like our timing cache."""
-    from bonedeploy.export.tensorrt import timing_cache_name  # one naming rule for both caches
+    from bonedeploy.artefacts.naming import timing_cache_name  # one naming rule for both caches
 
     machine = timing_cache_name(gpu_name, compute_capability, tensorrt_version).removesuffix(".cache")
     root = base or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "bonedeploy" / "ort-trt"

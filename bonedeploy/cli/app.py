@@ -41,6 +41,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("calibrate", "calibrate"),
     ("explain", "explain"),
     ("bench", "bench"),
+    ("serve", "serve"),
     ("demo", "demo"),
 ]
 

@@ -3,8 +3,7 @@
 Layout as the seed (and torchvision's ImageFolder): ``root/<Class>/**/<image>``; class index =
 position of the folder name in sorted order. Hidden entries (name starting with '.') and files
 whose suffix is not in ``IMAGE_SUFFIXES`` are skipped and counted; suffix-less files that carry the
-DICOM preamble are images. The train/val split manifest lives in ``bonedeploy.data.split`` and is
-re-exported here.
+DICOM preamble are images. The train/val split manifest lives in ``bonedeploy.data.split``.
 """
 
 from __future__ import annotations
@@ -17,12 +16,8 @@ from typing import Iterable, Sequence
 
 from bonedeploy.errors import DataError
 from bonedeploy.data.imageio import IMAGE_SUFFIXES, has_dicom_preamble
-from bonedeploy.data.split import SPLIT_FORMAT, SplitManifest, make_split, split_from_folders
 
-__all__ = [
-    "FolderScan", "SPLIT_FORMAT", "SplitManifest", "known_classes", "list_images", "make_split",
-    "scan_image_folder", "split_from_folders",
-]
+__all__ = ["FolderScan", "known_classes", "list_images", "scan_image_folder"]
 
 SKIP_HIDDEN = "hidden"
 SKIP_SUFFIX = "not an image file (suffix)"

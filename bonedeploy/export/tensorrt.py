@@ -15,7 +15,6 @@ records it in export.json, where "see the log above" would be lost.
 
 from __future__ import annotations
 
-import re
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -24,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from bonedeploy.errors import ArtefactError, BackendUnavailableError, ConfigError
 from bonedeploy.util.fs import atomic_write, sha256_file
+from bonedeploy.artefacts.naming import timing_cache_name  # noqa: F401 (re-exported)
 
 if TYPE_CHECKING:
     import tensorrt as trt
@@ -70,15 +70,6 @@ class BatchProfile:
 
     def to_dict(self) -> dict[str, int]:
         return {"min": self.min, "opt": self.opt, "max": self.max}
-
-
-def timing_cache_name(gpu_name: str, compute_capability: str, trt_version: str) -> str:
-    """One cache per GPU model and TensorRT version: timings from another device or release are
-    at best useless and TensorRT rejects mismatched caches."""
-    slug = re.sub(r"[^a-z0-9]+", "-", gpu_name.lower()).strip("-") or "gpu"
-    cc = str(compute_capability).replace(".", "")
-    ver = re.sub(r"[^0-9a-zA-Z.]+", "-", str(trt_version))
-    return f"{slug}-sm{cc}-trt{ver}.cache"
 
 
 def default_cache_dir() -> Path:

@@ -43,6 +43,7 @@ class InferConfig:
     threshold: float | None = None  # on calibrated p(Fractured); None = the card's operating point
     labels: Path | None = None
     max_error_rate: float = 0.0
+    remote_decode: bool = False  # grpc:// / http:// engines: the server decodes the files
     explain: Path | None = None  # Grad-CAM maps + overlays of the images decided positive
     explain_all: bool = False  # ... of every image
 
@@ -61,6 +62,11 @@ class InferConfig:
     def backend_options(self, backend: str) -> dict[str, Any]:
         """Each backend gets only the options it understands; a misplaced one is refused."""
         opts: dict[str, Any] = {"device": self.device}
+        if backend == "triton":
+            return {**opts, "remote_decode": self.remote_decode}
+        if self.remote_decode:
+            raise ConfigError(f"--remote-decode applies to grpc:// or http:// engines (a Triton server), "
+                              f"not {backend}")
         if backend == "torch":
             opts.update(precision=self.precision, cuda_graph=self.cuda_graph or None,
                         batch_size=self.batch_size)
@@ -109,9 +115,9 @@ class InferResult:
 
 def open_engine(config: InferConfig):
     """Load the backend and refuse an engine that cannot take our inputs (before reading images)."""
-    from bonedeploy.backends import backend_for_path
+    from bonedeploy.backends import backend_for_path, is_remote
 
-    if not config.engine.is_file():
+    if not is_remote(config.engine) and not config.engine.is_file():
         raise ArtefactError(f"engine not found: {config.engine}")
     cls = backend_for_path(config.engine, config.backend)
     backend = cls(config.engine, **config.backend_options(cls.name))
@@ -142,6 +148,13 @@ def check_engine_fits(backend, threshold: float | None = None) -> None:
     if threshold is not None and (POSITIVE_CLASS not in card.classes or len(card.classes) != 2):
         raise ConfigError(f"--threshold needs two classes including {POSITIVE_CLASS!r}; "
                           f"this model has {list(card.classes)}")
+
+
+def batch_logits(backend, decoded) -> np.ndarray | None:
+    """Run the model on a decoded batch; a batch decoded on a server already carries its logits."""
+    if getattr(decoded, "logits", None) is not None:
+        return decoded.logits
+    return backend.infer(decoded.x) if len(decoded.ok) else None
 
 
 def predict_rows(paths: Sequence[Path], decoded, logits: np.ndarray | None, rule) -> list[dict[str, Any]]:
@@ -187,6 +200,12 @@ def run_inference(config: InferConfig, progress: Progress | None = None) -> Infe
     # Decoder workers start (importing their modules) while the model loads; no image is read yet.
     with BatchPrefetcher(config.workers, config.pool) as prefetcher:
         backend = open_engine(config)
+        try:
+            if engine_sha is None:  # a remote engine: the served artefact's sha256, from the server
+                engine_sha = check_engine_record(config, backend.describe().get("artefact_sha256"))
+        except BaseException:
+            backend.close()
+            raise
         write_engine_record(config, engine_sha, decision_rule(config, backend).describe())
         explainer = None
         try:
@@ -230,14 +249,14 @@ def run_record_path(out: Path) -> Path:
     return out.with_name(out.name + ".run.json")
 
 
-def check_engine_record(config: InferConfig) -> str | None:
+def check_engine_record(config: InferConfig, sha: str | None = None) -> str | None:
     """Tie the predictions file to the engine that wrote it: ``--resume`` with another engine
     would mix two models' rows in one file, so it is refused (the file's sha256 decides)."""
     from bonedeploy.util.fs import sha256_file
 
-    if not Path(config.engine).is_file():
+    if sha is None and not Path(config.engine).is_file():
         return None  # open_engine reports the missing file
-    record, sha = run_record_path(Path(config.out)), sha256_file(config.engine)
+    record, sha = run_record_path(Path(config.out)), sha or sha256_file(config.engine)
     if config.resume and record.is_file():
         try:
             before = json.loads(record.read_text())
@@ -283,10 +302,11 @@ def _run(config, backend, prefetcher, paths, skipped, progress, explainer=None) 
     start = time.perf_counter()
     rule = decision_rule(config, backend)
     n_explained = 0
-    decoded_batches = prefetcher.iterate(batches, backend.card.preprocess)
+    decoded_batches = (backend.iterate_files(batches) if config.remote_decode
+                       else prefetcher.iterate(batches, backend.card.preprocess))
     try:
         for decoded in decoded_batches:
-            logits = backend.infer(decoded.x) if len(decoded.ok) else None
+            logits = batch_logits(backend, decoded)
             if logits is not None and logits.shape != (len(decoded.ok), len(classes)):
                 raise ArtefactError(f"{config.engine}: returned logits of shape {logits.shape} for "
                                     f"{len(decoded.ok)} images and {len(classes)} classes {classes}")

@@ -49,7 +49,8 @@ def pick_classes(root: str | Path, asked: tuple[str, ...] | None) -> tuple[str, 
 
 
 def build_split(cfg: TrainConfig):
-    from bonedeploy.data.folders import make_split, scan_image_folder, split_from_folders
+    from bonedeploy.data.folders import scan_image_folder
+    from bonedeploy.data.split import make_split, split_from_folders
 
     classes = pick_classes(cfg.data, cfg.classes)
     if cfg.val:

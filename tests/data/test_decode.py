@@ -14,7 +14,8 @@ from PIL import Image
 
 import bonedeploy.data.decode
 from bonedeploy.data.decode import DecodedSet, decode_dataset, make_pool
-from bonedeploy.data.folders import make_split, scan_image_folder
+from bonedeploy.data.folders import scan_image_folder
+from bonedeploy.data.split import make_split
 from bonedeploy.data.imageio import load_preprocessed
 from bonedeploy.data.preprocess import PreprocessSpec
 from bonedeploy.errors import DataError

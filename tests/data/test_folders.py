@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bonedeploy.data.folders import (SPLIT_FORMAT, FolderScan, SplitManifest, list_images, make_split,
-                                     scan_image_folder, split_from_folders)
+from bonedeploy.data.folders import FolderScan, list_images, scan_image_folder
+from bonedeploy.data.split import SPLIT_FORMAT, SplitManifest, make_split, split_from_folders
 from bonedeploy.errors import ConfigError, DataError
 from bonedeploy.data.preprocess import PreprocessSpec
 

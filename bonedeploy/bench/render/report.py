@@ -12,7 +12,6 @@ from typing import Any
 from rich.markup import escape
 from rich.table import Table
 
-from bonedeploy.util.fs import write_json, write_text
 
 MODE_TITLES = {"compute": "compute only (preprocessed batch in memory)",
                "e2e": "end to end (files on disk → decode → preprocess → infer)"}
@@ -238,21 +237,3 @@ def to_markdown(d: dict[str, Any]) -> str:
     if extra:
         lines += ["## Warnings and notes", "", *[f"- {w}" for w in extra], ""]
     return "\n".join(lines)
-
-
-# --- files -----------------------------------------------------------------------------------
-def write_outputs(d: dict[str, Any], json_path: str | Path | None = None,
-                  md_path: str | Path | None = None, plot_path: str | Path | None = None) -> list[Path]:
-    written = []
-    if json_path:
-        write_json(json_path, d)
-        written.append(Path(json_path))
-    if md_path:
-        write_text(md_path, to_markdown(d))
-        written.append(Path(md_path))
-    if plot_path:
-        from bonedeploy.bench.render.plot import plot_report
-
-        plot_report(d, plot_path)
-        written.append(Path(plot_path))
-    return written

@@ -32,7 +32,8 @@ HELP = "\n\n".join([
 
 def command(
     inputs: list[Path] = typer.Argument(..., help="Image files and/or folders.", show_default=False),
-    engine: Path = typer.Option(..., "--engine", "-e", help="model.onnx, model.trt or best.pt."),
+    engine: Path = typer.Option(..., "--engine", "-e", help="model.onnx, model.trt, best.pt, or a Triton "
+                                "server's model: grpc://HOST:PORT/NAME or http://HOST:PORT/NAME."),
     backend: str = typer.Option(None, "--backend", help="torch, onnxruntime or tensorrt "
                                 "(default: from the engine's suffix)."),
     provider: str = typer.Option(None, "--provider", help="onnxruntime execution provider, e.g. cpu, "
@@ -60,6 +61,8 @@ def command(
                                  "(needs a .pt, a model.explain.onnx, or one beside the engine)."),
     explain_all: bool = typer.Option(False, "--explain-all", help="With --explain: every image."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary."),
+    remote_decode: bool = typer.Option(False, "--remote-decode", help="grpc:// or http:// engines: send "
+                                       "the files' bytes and let the server decode them (NAME_file)."),
 ) -> None:
     from rich.console import Console
 
@@ -69,7 +72,8 @@ def command(
         engine=engine, inputs=tuple(inputs), out=out, backend=backend, provider=provider,
         device=device, precision=precision, cuda_graph=cuda_graph, batch_size=batch_size,
         workers=workers, resume=resume, threshold=threshold, labels=labels,
-        max_error_rate=max_error_rate, explain=explain, explain_all=explain_all)
+        max_error_rate=max_error_rate, remote_decode=remote_decode, explain=explain,
+        explain_all=explain_all)
     from bonedeploy.ui.progress import progress_bar
 
     with progress_bar(Console(stderr=True, quiet=quiet), unit="img") as progress:
