@@ -37,13 +37,15 @@ class _Model:
         self.backend.close()
 
     def _predict(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        from bonedeploy.eval.metrics import softmax
+        """Logits and the calibrated probabilities of the shared post-processing (float64: the
+        decision at the card's operating point is made on them before they are sent as float32)."""
+        from bonedeploy.eval.decision import rule_for
 
         if not len(x):
             k = len(self.classes)
-            return np.zeros((0, k), np.float32), np.zeros((0, k), np.float32)
+            return np.zeros((0, k), np.float32), np.zeros((0, k), np.float64)
         logits = np.asarray(self.backend.infer(x), dtype=np.float32)
-        return logits, softmax(logits).astype(np.float32)
+        return logits, rule_for(self.card).probabilities(logits)
 
 
 class TensorModel(_Model):
@@ -73,7 +75,7 @@ class TensorModel(_Model):
             for i, x in zip(good, xs):
                 end = start + len(x)
                 responses[i] = pb.InferenceResponse([pb.Tensor(P.LOGITS, logits[start:end]),
-                                                     pb.Tensor(P.PROBS, probs[start:end])])
+                                                     pb.Tensor(P.PROBS, probs[start:end].astype(np.float32))])
                 start = end
         return responses
 
@@ -99,7 +101,7 @@ class FileModel(_Model):
         decoded = decode_items(items, self.card.preprocess, self.max_bytes)
         k = len(self.classes)
         logits = np.zeros((len(items), k), np.float32)
-        probs = np.zeros((len(items), k), np.float32)
+        probs = np.zeros((len(items), k), np.float64)
         status = [P.OK] * len(items)
         for i, cause in decoded.errors.items():
             status[i] = "error: " + " ".join(str(cause).split())
@@ -109,9 +111,9 @@ class FileModel(_Model):
         except Exception as e:
             for i in decoded.ok:
                 status[i] = f"error: inference failed ({type(e).__name__})"
-        from bonedeploy.eval.metrics import classify
+        from bonedeploy.eval.decision import rule_for
 
-        predicted = classify(probs, self.classes) if len(items) else []
+        predicted = rule_for(self.card).decide(probs) if len(items) else []  # at the operating point
         labels = [self.classes[int(c)] if s == P.OK else "" for c, s in zip(predicted, status)]
         for i in decoded.ok:
             if status[i] == P.OK and not np.isfinite(logits[i]).all():
@@ -120,7 +122,7 @@ class FileModel(_Model):
         for arr in per_request:
             end = start + len(arr)
             responses.append(pb.InferenceResponse([
-                pb.Tensor(P.PROBS, probs[start:end]), pb.Tensor(P.LOGITS, logits[start:end]),
+                pb.Tensor(P.PROBS, probs[start:end].astype(np.float32)), pb.Tensor(P.LOGITS, logits[start:end]),
                 pb.Tensor(P.LABEL, _bytes_column(labels[start:end])),
                 pb.Tensor(P.STATUS, _bytes_column(status[start:end]))]))
             start = end

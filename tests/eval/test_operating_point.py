@@ -256,3 +256,23 @@ def test_large_sets_fail_only_beyond_two_points_of_sensitivity():
     assert ok.op_sensitivity_delta == pytest.approx(-0.02) and not [f for f in check_gate(ok, "int8")
                                                                     if "sensitivity" in f]
     assert any("sensitivity at p(Fractured) >= 0.45 drops 2.5 pt" in f for f in check_gate(bad, "int8"))
+
+
+def test_serve_models_use_the_shared_calibrated_probabilities(tmp_path):
+    pytest.importorskip("onnx")
+    from onnxkit import tiny_card, tiny_logits, tiny_onnx_classifier
+
+    from bonedeploy.backends import open_backend
+    from bonedeploy.serve.python_model import TensorModel
+
+    op = OperatingPoint("Fractured", threshold=0.4, target_sensitivity=0.9)
+    path = tiny_onnx_classifier(tmp_path / "m.onnx", tiny_card(operating_point=op, temperature=2.5))
+    model = TensorModel()
+    model.backend = open_backend(path).load()
+    model.card, model.classes = model.backend.card, list(model.backend.card.classes)
+    x = np.random.default_rng(0).random((5, 1, 32, 32), dtype=np.float32)
+    logits, probs = model._predict(x)
+    assert np.allclose(probs, rule_for(model.card).probabilities(tiny_logits(x)), atol=1e-6)
+    z = tiny_logits(x) / 2.5
+    assert np.allclose(probs[:, 0], 1 / (1 + np.exp(z[:, 1] - z[:, 0])), atol=1e-6)
+    model.finalize()
