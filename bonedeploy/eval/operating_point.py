@@ -149,3 +149,19 @@ def _finite(v: float) -> float | None:
 
 def _finite_pair(v: tuple[float, float]) -> tuple[float, float] | None:
     return (float(v[0]), float(v[1])) if all(math.isfinite(x) for x in v) else None
+
+
+def summarise_parity(name: str, parity: dict[str, Any]) -> str:
+    """One report line: a file's figures at the operating point (``ParityResult.to_dict()``)."""
+    rule = (parity.get("decision") or {}).get("rule", "the operating point")
+    parts = []
+    for key in ("sensitivity", "specificity"):
+        r, c = parity.get(f"op_{key}_ref"), parity.get(f"op_{key}_cand")
+        if r is not None and c is not None:
+            parts.append(f"{key} {r:.3f} -> {c:.3f}")
+    flips = parity.get("op_flips") or []
+    names = ", ".join(str(f["path"]).rsplit("/", 1)[-1] for f in flips[:3]) + (" …" if len(flips) > 3 else "")
+    parts.append(f"{len(flips)} decision flip(s)" + (f" ({names})" if flips else ""))
+    if parity.get("top1_agreement") is not None:
+        parts.append(f"argmax agreement {parity['top1_agreement']:.1%}")
+    return f"{name} at {rule}: " + ", ".join(parts)

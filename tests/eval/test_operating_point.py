@@ -276,3 +276,16 @@ def test_serve_models_use_the_shared_calibrated_probabilities(tmp_path):
     z = tiny_logits(x) / 2.5
     assert np.allclose(probs[:, 0], 1 / (1 + np.exp(z[:, 1] - z[:, 0])), atol=1e-6)
     model.finalize()
+
+
+def test_parity_summary_line_names_the_flips():
+    from bonedeploy.eval.operating_point import summarise_parity
+    from bonedeploy.eval.parity import compare
+
+    p = np.array([0.9, 0.35, 0.32, 0.2])
+    cand = np.array([0.9, 0.35, 0.29, 0.2])
+    res = compare(_logits_for(p), _logits_for(cand), ["a.png", "b.png", "c.png", "d.png"],
+                  ("Fractured", "Normal"), labels=np.array([0, 0, 0, 1]), decision=_rule(0.3))
+    line = summarise_parity("model.int8.onnx", res.to_dict())
+    assert line == ("model.int8.onnx at p(Fractured) >= 0.3: sensitivity 1.000 -> 0.667, specificity "
+                    "1.000 -> 1.000, 1 decision flip(s) (c.png), argmax agreement 100.0%")

@@ -69,6 +69,11 @@ def command(
     result = run_export(config, log=(lambda m: None) if quiet else
                         (lambda m: console.print(f"[dim]{escape(m)}[/]", highlight=False)))
     console.print(result_table(result, console.width))
+    from bonedeploy.eval.operating_point import summarise_parity
+
+    for f in result.files:
+        if f.parity:
+            console.print(escape(summarise_parity(f.path.name, f.parity)), highlight=False, soft_wrap=True)
     if explain:
         from bonedeploy.export.explain_onnx import export_explain, explain_filename
 
