@@ -97,6 +97,7 @@ _MODULES = {
     "torch": "bonedeploy.backends.torch",
     "onnxruntime": "bonedeploy.backends.onnxrt",
     "tensorrt": "bonedeploy.backends.tensorrt",
+    "openvino": "bonedeploy.backends.openvino",
 }
 _BACKENDS: dict[str, type[Backend]] = {}
 
