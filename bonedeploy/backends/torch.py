@@ -43,6 +43,15 @@ class TorchBackend(Backend):
         if self.cuda_graph and not (isinstance(self.graph_batch, int) and self.graph_batch > 0):
             raise ConfigError("torch backend: cuda_graph needs a fixed positive batch_size")
         self._graph = None
+        self._preloaded: tuple[Any, Any] | None = None
+
+    @classmethod
+    def from_module(cls, model: Any, card: Any, path, **options: Any) -> "TorchBackend":
+        """A backend over a module already in memory (``path``: the checkpoint it came from), so
+        export's parity reference does not load a 590 MB AlexNet checkpoint a second time."""
+        backend = cls(path, **options)
+        backend._preloaded = (model, card)
+        return backend
 
     def _load(self) -> None:
         try:
@@ -55,9 +64,12 @@ class TorchBackend(Backend):
         from bonedeploy.artefacts.checkpoint import card_from_checkpoint, load_checkpoint, model_from_checkpoint
 
         device = self._resolve_device(torch)
-        ckpt = load_checkpoint(self.path)
-        self._card = card_from_checkpoint(ckpt, str(self.path))
-        model = model_from_checkpoint(ckpt, str(self.path))
+        if self._preloaded is not None:
+            model, self._card = self._preloaded
+        else:
+            ckpt = load_checkpoint(self.path)
+            self._card = card_from_checkpoint(ckpt, str(self.path))
+            model = model_from_checkpoint(ckpt, str(self.path))
         self._dtype = torch.float16 if self.precision == "fp16" else torch.float32
         self._model = model.to(device=device, dtype=self._dtype).eval()
         self._device = device

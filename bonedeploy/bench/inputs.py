@@ -1,58 +1,23 @@
-"""What the benchmark feeds the artefacts: the labelled parity set (the same images and code as
-the export gate, ``bonedeploy.eval.parity``) and image files on disk for the end-to-end mode."""
+"""What the benchmark feeds the artefacts beyond the parity set (that one is
+``bonedeploy.eval.parity.select_parity_set``, the export gate's): image files on disk for the
+end-to-end mode, fixed-size batches for the compute mode."""
 
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from bonedeploy.data.preprocess import PreprocessSpec
+from bonedeploy.eval.parity import ParitySet
 
 
-@dataclass
-class Inputs:
-    x: np.ndarray                 # N x C x H x W float32, preprocessed
-    labels: np.ndarray | None     # N int labels, or None when unlabelled
-    paths: list[str]              # one name per image (flips are reported by it)
-    source: dict[str, Any] = field(default_factory=dict)
-
-
-def parity_set(spec: PreprocessSpec, ckpt: dict[str, Any] | None, data: Path | None,
-               n: int | None) -> Inputs:
-    """The checkpoint's validation images when their folder exists, else ``data``, else a
-    synthetic set: exactly what ``bonedeploy export`` gates on."""
-    from bonedeploy.eval import parity
-
-    kwargs: dict[str, Any] = {"ckpt": ckpt, "data": data, "spec": spec}
-    if n is not None:
-        kwargs["n"] = n
-    x, labels, paths = parity.parity_inputs(**kwargs)
-    paths = [str(p) for p in paths]
-    source = "data" if data else ("checkpoint validation split" if _all_files(paths) else "synthetic")
-    return Inputs(np.ascontiguousarray(x, dtype=np.float32),
-                  None if labels is None else np.asarray(labels, dtype=int), paths,
-                  {"kind": source, "n": int(len(x)), "root": str(data) if data else _root(paths),
-                   "labelled": labels is not None})
-
-
-def _all_files(paths: list[str]) -> bool:
+def _all_files(paths) -> bool:
     return bool(paths) and all(Path(p).is_file() for p in paths)
 
 
-def _root(paths: list[str]) -> str | None:
-    files = [Path(p) for p in paths if Path(p).is_file()]
-    if not files:
-        return None
-    import os
-
-    return os.path.commonpath([str(f.parent) for f in files])
-
-
-def image_files(inputs: Inputs | None, data: Path | None, need: int,
+def image_files(inputs: ParitySet | None, data: Path | None, need: int,
                 workdir: tempfile.TemporaryDirectory | None = None) -> tuple[list[Path], str]:
     """Files for the end-to-end mode: the parity images when they are files, else ``--data``,
     else a few synthetic radiographs written to a temporary folder."""

@@ -16,6 +16,8 @@ from bonedeploy.bench import memory
 from bonedeploy.bench import targets as dsc
 from bonedeploy.bench.results import ArtefactResult, BenchConfig, BenchReport
 from bonedeploy.bench.timing import measure
+from bonedeploy.eval import parity
+from bonedeploy.eval.parity import ParitySet, select_parity_set
 from bonedeploy.errors import (
     BackendUnavailableError,
     BonedeployError,
@@ -59,15 +61,10 @@ def precision_of(backend, target: dsc.Target) -> str:
     return desc.get("precision") or card or target.precision
 
 
-def infer_all(backend, x: np.ndarray, chunk: int = PARITY_CHUNK) -> np.ndarray:
-    return np.concatenate([np.asarray(backend.infer(x[i:i + chunk]), dtype=np.float32)
-                           for i in range(0, len(x), chunk)])
-
-
 class Runner:
     def __init__(self, config: BenchConfig, log: Log | None = None,
                  opener: Callable[[dsc.Target], Any] = open_target,
-                 inputs: inp.Inputs | None = None):
+                 inputs: ParitySet | None = None):
         self.config = config
         self.log = log or (lambda msg: None)
         self.opener = opener
@@ -87,7 +84,7 @@ class Runner:
             order = sorted(targets, key=lambda t: not t.reference)  # reference first
             for t in order:
                 self._run_one(results[t.key])
-            data = dict(self.inputs.source) if self.inputs is not None else {}
+            data = self.inputs.describe() if self.inputs is not None else {}
             if self.files is not None:
                 data["e2e_files"] = len(self.files)
             return BenchReport(self.config, machine, [results[t.key] for t in targets], data,
@@ -161,18 +158,19 @@ class Runner:
 
             ckpt = load_checkpoint(t.path)
         try:
-            self.inputs = inp.parity_set(backend.card.preprocess, ckpt, self.config.data,
-                                         self.config.parity_n)
+            self.inputs = select_parity_set(ckpt=ckpt, data=self.config.data, spec=backend.card.preprocess,
+                                            n=self.config.parity_n, classes=backend.card.classes)
         except BonedeployError as e:
             raise InputsError(f"cannot prepare the parity images: {e}") from e
         except Exception as e:  # noqa: BLE001 -- one line for the user, not a traceback
             raise InputsError(f"cannot prepare the parity images: {type(e).__name__}: {e}") from e
-        self.log(f"parity set: {self.inputs.source.get('kind')} ({len(self.inputs.x)} images)")
+        self.log(f"parity set: {self.inputs.kind} ({len(self.inputs)} images"
+                 + (f" from {self.inputs.root})" if self.inputs.root else ")"))
 
     def _parity(self, res: ArtefactResult, backend) -> None:
         if not self.config.parity:
             return
-        logits = infer_all(backend, self.inputs.x)
+        logits = parity.backend_logits(backend, self.inputs, PARITY_CHUNK)
         if self.ref_logits is None:
             if not (res.target.reference or res.precision == "fp32"):
                 return  # nothing trustworthy to compare against yet
@@ -180,8 +178,6 @@ class Runner:
             if not res.target.reference:
                 self.notes.append("the PyTorch reference did not run; parity and speed-ups "
                                   f"are against {self.ref_label}")
-        from bonedeploy.eval import parity
-
         result = parity.compare(self.ref_logits, logits, self.inputs.paths, backend.card.classes,
                                 labels=self.inputs.labels)
         res.parity = {**result.to_dict(), "reference": self.ref_label}

@@ -19,11 +19,29 @@ def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[f
     return (float(ci.low), float(ci.high))
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
+def softmax(logits: np.ndarray, dtype: Any = np.float32) -> np.ndarray:
+    """Row-wise softmax, computed in float64 and returned as ``dtype``: float32 for reports,
+    float64 for the parity gate (the fp32 gate compares differences of ~1e-7)."""
     z = np.asarray(logits, dtype=np.float64)
     z = z - z.max(axis=1, keepdims=True)
     e = np.exp(z)
-    return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
+    return (e / e.sum(axis=1, keepdims=True)).astype(dtype, copy=False)
+
+
+def sensitivity_specificity(y_true: Sequence[int], y_pred: Sequence[int], positive_index: int,
+                            zero_division: float | None = None) -> tuple[float | None, float | None]:
+    """Recall of the positive class and of the rest (one-vs-rest beyond two classes). Numpy only:
+    the parity gate runs on the base install. An empty group gives ``zero_division`` (None:
+    undefined, not a number that looks measured)."""
+    y_true, y_pred = np.asarray(y_true, dtype=int), np.asarray(y_pred, dtype=int)
+    out = []
+    for group in (y_true == positive_index, y_true != positive_index):
+        if not group.any():
+            out.append(zero_division)
+            continue
+        hits = (y_pred[group] == positive_index) == (y_true[group] == positive_index)
+        out.append(float(hits.mean()))
+    return out[0], out[1]
 
 
 def classify(probs: np.ndarray, classes: Sequence[str], threshold: float | None = None) -> np.ndarray:
@@ -51,7 +69,6 @@ def classification_summary(
         classification_report,
         confusion_matrix,
         f1_score,
-        recall_score,
         roc_auc_score,
     )
 
@@ -74,8 +91,7 @@ def classification_summary(
     }
     if len(classes) == 2 and n:
         y_pos, p_pos = (y_true == pos).astype(int), (y_pred == pos).astype(int)
-        out["sensitivity"] = float(recall_score(y_pos, p_pos, pos_label=1, zero_division=0))
-        out["specificity"] = float(recall_score(y_pos, p_pos, pos_label=0, zero_division=0))
+        out["sensitivity"], out["specificity"] = sensitivity_specificity(y_true, y_pred, pos, zero_division=0.0)
         out["f1"] = float(f1_score(y_true, y_pred, average="macro", labels=labels, zero_division=0))
         out["f1_positive"] = float(f1_score(y_pos, p_pos, pos_label=1, zero_division=0))
         both = len(np.unique(y_true)) == 2

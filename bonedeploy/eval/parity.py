@@ -1,7 +1,9 @@
 """Parity of a deployed artefact with the PyTorch fp32 reference, and the gates it must pass.
 
 One implementation for ``bonedeploy export`` (gate every ONNX file) and ``bonedeploy bench``
-(report every backend). Torch-free: it compares logits and reads images with numpy.
+(report every backend): the same parity set (``select_parity_set``), the same loop running a
+backend over it (``backend_logits``), the same comparison and gates. Torch-free: it compares
+logits and reads images with numpy.
 
 Label flips and the decision boundary. A *flip* is an image whose predicted class differs between
 reference and candidate. Its *margin* is how far the reference was from the decision boundary:
@@ -24,7 +26,7 @@ import numpy as np
 
 from bonedeploy import POSITIVE_CLASS
 from bonedeploy.errors import ConfigError, DataError
-from bonedeploy.eval.metrics import classify
+from bonedeploy.eval.metrics import classify, sensitivity_specificity, softmax
 from bonedeploy.data.preprocess import SEED_SPEC, PreprocessSpec
 
 DEFAULT_FLIP_MARGIN = 0.05
@@ -135,7 +137,8 @@ def compare(ref_logits: np.ndarray, cand_logits: np.ndarray, paths: Sequence[str
                          f"{len(paths)} paths do not line up")
     classes = tuple(classes)
     finite = np.isfinite(cand).all(axis=1)
-    p_ref, p_cand = _softmax64(ref), _softmax64(np.where(np.isfinite(cand), cand, 0.0))
+    p_ref = softmax(ref, np.float64)
+    p_cand = softmax(np.where(np.isfinite(cand), cand, 0.0), np.float64)
     dprob = np.abs(p_ref - p_cand).max(axis=1) if len(ref) else np.zeros(0)
     dprob = np.where(finite, dprob, np.inf)
     y_ref, y_cand = classify(p_ref, classes, threshold), classify(p_cand, classes, threshold)
@@ -154,13 +157,6 @@ def compare(ref_logits: np.ndarray, cand_logits: np.ndarray, paths: Sequence[str
     if labels is not None and n:
         _add_accuracy(res, np.asarray(labels, dtype=int), y_ref, y_cand, classes)
     return res
-
-
-def _softmax64(z: np.ndarray) -> np.ndarray:
-    """Softmax in float64: the fp32 gate compares differences of ~1e-7."""
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
 
 
 def _margins(p_ref: np.ndarray, p_cand: np.ndarray, classes: tuple[str, ...],
@@ -182,12 +178,11 @@ def _add_accuracy(res: ParityResult, y: np.ndarray, y_ref: np.ndarray, y_cand: n
     if POSITIVE_CLASS not in classes:
         return
     pos = classes.index(POSITIVE_CLASS)
-    for name, cls in (("sensitivity", True), ("specificity", False)):
-        mask = (y == pos) if cls else (y != pos)
-        if not mask.any():
+    ref = sensitivity_specificity(y, y_ref, pos)
+    cand = sensitivity_specificity(y, y_cand, pos)
+    for name, r, c in zip(("sensitivity", "specificity"), ref, cand):
+        if r is None or c is None:
             continue
-        r = float(((y_ref == pos) == cls)[mask].mean())
-        c = float(((y_cand == pos) == cls)[mask].mean())
         setattr(res, f"{name}_ref", r)
         setattr(res, f"{name}_cand", c)
         setattr(res, f"{name}_delta", c - r)
@@ -216,37 +211,100 @@ def check_gate(result: ParityResult, precision: str, gates: dict[str, Gate] | No
     return out
 
 
-# --- inputs --------------------------------------------------------------------------------
-def parity_inputs(ckpt: dict[str, Any] | None = None, data: str | Path | None = None,
-                  spec: PreprocessSpec = SEED_SPEC, n: int | None = None, seed: int = 0,
-                  classes: Sequence[str] | None = None) -> tuple[np.ndarray, np.ndarray | None, list[str]]:
-    """Real, labelled inputs for a parity check: ``(x N x C x H x W float32, labels, paths)``.
+# --- the parity set ----------------------------------------------------------------------
+DATA_FOLDER = "data folder"
+CHECKPOINT_SPLIT = "checkpoint validation split"
+SYNTHETIC = "synthetic"
+KINDS = (DATA_FOLDER, CHECKPOINT_SPLIT, SYNTHETIC)
+PARITY_BATCH = 16  # images per backend call: inside every engine profile's default range
 
-    ``data`` (an image-folder tree) when given; else the checkpoint's validation images when their
-    folder exists here; else ``n`` (default 48) synthetic radiographs generated in a temporary
-    folder (their paths are then names, not files). ``n`` caps the real sets (evenly spaced).
+
+@dataclass(frozen=True, eq=False)
+class ParitySet:
+    """The images every artefact is compared on, and where they came from (for reports).
+
+    ``paths`` name each image (flips are reported by them); synthetic images live in a folder
+    deleted once decoded, so theirs are names (``synthetic/...``), not files, and ``root`` is None.
+    """
+
+    x: np.ndarray                 # N x C x H x W float32, preprocessed with the model's spec
+    labels: np.ndarray | None     # N int labels, or None when unlabelled
+    paths: tuple[str, ...]
+    kind: str                     # one of KINDS
+    root: str | None = None       # the image folder, None for synthetic images
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"parity set kind {self.kind!r}; valid: {', '.join(KINDS)}")
+        object.__setattr__(self, "x", np.ascontiguousarray(self.x, dtype=np.float32))
+        if self.labels is not None:
+            object.__setattr__(self, "labels", np.asarray(self.labels, dtype=int))
+        object.__setattr__(self, "paths", tuple(str(p) for p in self.paths))
+        if len(self.paths) != len(self.x) or (self.labels is not None and len(self.labels) != len(self.x)):
+            raise ValueError(f"parity set: {len(self.x)} images, {len(self.paths)} paths and "
+                             f"{'no' if self.labels is None else len(self.labels)} labels do not line up")
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    @property
+    def labelled(self) -> bool:
+        return self.labels is not None
+
+    def describe(self) -> dict[str, Any]:
+        """What export.json and the bench report record about the set."""
+        return {"kind": self.kind, "n": len(self), "root": self.root, "labelled": self.labelled}
+
+
+def select_parity_set(ckpt: dict[str, Any] | None = None, data: str | Path | None = None,
+                      spec: PreprocessSpec = SEED_SPEC, n: int | None = None, seed: int = 0,
+                      classes: Sequence[str] | None = None) -> ParitySet:
+    """The parity set for ``bonedeploy export`` and ``bonedeploy bench`` (one rule for both).
+
+    Precedence: an explicit ``data`` folder (an image-folder tree) wins; else the checkpoint's
+    recorded validation split when its folder exists here; else ``n`` (default 48) synthetic
+    radiographs. ``n`` caps the real sets (evenly spaced over the sorted list). ``classes``
+    (default: the checkpoint card's) must match the folders' classes.
     """
     classes = tuple(classes or ((ckpt or {}).get("card") or {}).get("classes") or ()) or None
     if data is not None:
         return _from_tree(Path(data), spec, n, classes)
-    split = (ckpt or {}).get("split") or {}
-    if split.get("root") and split.get("val") and Path(split["root"]).is_dir():
+    split = _usable_split(ckpt)
+    if split is not None:
+        root = Path(split["root"])
         entries = [(Path(e["path"]), int(e["label"])) for e in split["val"]]
-        split_classes = tuple(split.get("classes") or classes or ())
-        _check_classes(split_classes, classes, split["root"])
-        return _decode(Path(split["root"]), _spread(entries, n), spec, str(Path(split["root"])))
+        _check_classes(tuple(split.get("classes") or classes or ()), classes, root)
+        return _decode(root, _spread(entries, n), spec, CHECKPOINT_SPLIT)
     return _synthetic(spec, n or SYNTH_N, seed, classes)
 
 
-def _from_tree(root: Path, spec: PreprocessSpec, n: int | None, classes) -> tuple:
+def backend_logits(backend: Any, parity_set: ParitySet, batch: int = PARITY_BATCH) -> np.ndarray:
+    """Float32 logits of a loaded backend over the set, ``batch`` images per call: the one loop
+    export's gate and bench run every artefact (PyTorch, onnxruntime, TensorRT) through."""
+    x = parity_set.x
+    step = max(1, int(batch))
+    parts = [np.asarray(backend.infer(x[i:i + step]), dtype=np.float32) for i in range(0, len(x), step)]
+    if not parts:
+        raise DataError("parity: no images to run")
+    return np.concatenate(parts)
+
+
+def _usable_split(ckpt: dict[str, Any] | None) -> dict[str, Any] | None:
+    split = (ckpt or {}).get("split") or {}
+    if split.get("root") and split.get("val") and Path(split["root"]).is_dir():
+        return split
+    return None
+
+
+def _from_tree(root: Path, spec: PreprocessSpec, n: int | None, classes) -> ParitySet:
     from bonedeploy.data.folders import known_classes, scan_image_folder
 
     scan = scan_image_folder(root, known_classes(root, classes))
     _check_classes(tuple(scan.classes), classes, root)
-    return _decode(root, _spread(list(scan.items), n), spec, str(root))
+    return _decode(root, _spread(list(scan.items), n), spec, DATA_FOLDER)
 
 
-def _synthetic(spec: PreprocessSpec, n: int, seed: int, classes) -> tuple:
+def _synthetic(spec: PreprocessSpec, n: int, seed: int, classes) -> ParitySet:
     from bonedeploy.data.synth import SynthConfig, generate_dataset
 
     with tempfile.TemporaryDirectory(prefix="bonedeploy-parity-") as tmp:
@@ -256,7 +314,7 @@ def _synthetic(spec: PreprocessSpec, n: int, seed: int, classes) -> tuple:
 
         scan = scan_image_folder(root)
         _check_classes(tuple(scan.classes), classes, "synthetic set")
-        return _decode(root, list(scan.items), spec, "synthetic")
+        return _decode(root, list(scan.items), spec, SYNTHETIC)
 
 
 def _check_classes(found: tuple[str, ...], expected: tuple[str, ...] | None, where: Any) -> None:
@@ -271,7 +329,7 @@ def _spread(items: list, n: int | None) -> list:
     return [items[i] for i in idx]
 
 
-def _decode(root: Path, items: list, spec: PreprocessSpec, label: str) -> tuple:
+def _decode(root: Path, items: list, spec: PreprocessSpec, kind: str) -> ParitySet:
     from bonedeploy.data.folders import decode_dataset
 
     if not items:
@@ -280,16 +338,6 @@ def _decode(root: Path, items: list, spec: PreprocessSpec, label: str) -> tuple:
     if len(ds.x) == 0:
         raise DataError(f"{root}: none of the parity images could be read")
     # Synthetic images live in a folder deleted on return: name them, do not point at them.
-    names = [f"synthetic/{Path(p).relative_to(root).as_posix()}" if label == "synthetic" else str(p)
-             for p in ds.paths]
-    return np.ascontiguousarray(ds.x, dtype=np.float32), np.asarray(ds.y, dtype=int), names
-
-
-def inputs_kind(ckpt: dict[str, Any] | None, data: str | Path | None) -> str:
-    """Which source ``parity_inputs`` uses for these arguments (for reports)."""
-    if data is not None:
-        return "data folder"
-    split = (ckpt or {}).get("split") or {}
-    if split.get("root") and split.get("val") and Path(split["root"]).is_dir():
-        return "checkpoint validation split"
-    return "synthetic"
+    synthetic = kind == SYNTHETIC
+    names = [f"synthetic/{Path(p).relative_to(root).as_posix()}" if synthetic else str(p) for p in ds.paths]
+    return ParitySet(ds.x, ds.y, names, kind, None if synthetic else str(root))

@@ -5,7 +5,8 @@ so the engine is built strongly typed from whichever ONNX variant is asked for, 
 TensorRT 10 and 11 alike.
 
 Modules: ``onnx`` (torch -> fp32 ONNX, checks, metadata), ``precision`` (fp16, int8),
-``tensorrt`` (engine builder), ``profiles`` (packaged TOML recipes), ``from_checkpoint`` (the one
-function the CLI calls) and ``from_onnx`` (the engine half). File names and the engine sidecar
+``tensorrt`` (engine builder), ``profiles`` (packaged TOML recipes, ``profiles/``), ``results``
+(the shared types), ``gate`` (parity of every file through the backends), ``from_checkpoint``
+(the one function the CLI calls) and ``from_onnx`` (the engine half). File names and the engine sidecar
 are on-disk contracts shared with the runtime: they live in ``bonedeploy.artefacts``.
 """

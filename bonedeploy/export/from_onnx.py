@@ -3,25 +3,41 @@ when TensorRT and a GPU are here, or say why not and print the command for the t
 
 ``export_engine_only`` handles ``bonedeploy export model.fp16.onnx`` (on a Jetson or GPU server):
 check the file, build the engine, and gate it against the same ONNX file run with onnxruntime on
-the CPU over synthetic radiographs (no checkpoint there to compare with).
+the CPU over the parity set (no checkpoint there to compare with).
+
+A failed step is summarised on one line for the terminal (``engine["error"]``) and recorded
+whole in the report (``engine["error_detail"]``: type, full message, traceback).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from bonedeploy.errors import BackendUnavailableError
+from bonedeploy.artefacts.card import ModelCard
 from bonedeploy.artefacts.naming import engine_path_for
+from bonedeploy.errors import BackendUnavailableError, BonedeployError
+from bonedeploy.eval.parity import ParitySet
+from bonedeploy.export import gate
+from bonedeploy.export.results import (
+    ENGINE_REPORT_NAME,
+    ExportConfig,
+    ExportResult,
+    Log,
+    Reference,
+    engine_command,
+    error_detail,
+)
 from bonedeploy.util.fs import sha256_file, write_json
 
+SUMMARY_CHARS = 300  # the terminal's one line; the report keeps the whole text
 
-def maybe_build_engine(config, result, onnx_path: Path, card, bundle: tuple, log) -> None:
+
+def maybe_build_engine(config: ExportConfig, result: ExportResult, onnx_path: Path, card: ModelCard,
+                       reference: Reference, log: Log) -> None:
     """Fill ``result.engine`` (built, or skipped with the reason and the command to run) and,
-    when built, gate the engine against the reference logits in ``bundle``."""
-    from bonedeploy.export.from_checkpoint import engine_command
+    when built, gate the engine against ``reference``."""
     from bonedeploy.export.tensorrt import tensorrt_available
 
     skipped = {"built": False, "from": onnx_path.name, "command": engine_command(onnx_path, config)}
@@ -34,27 +50,27 @@ def maybe_build_engine(config, result, onnx_path: Path, card, bundle: tuple, log
         if config.trt:  # --trt asked for an engine: the ONNX files stay, the run fails
             result.engine.update(error=f"no engine built: {why}", unavailable=True)
         return
-    build_and_gate(config, result, onnx_path, card, bundle, log)
+    build_and_gate(config, result, onnx_path, card, reference, log)
 
 
-def build_and_gate(config, result, onnx_path: Path, card, bundle: tuple, log) -> None:
-    from bonedeploy.errors import BonedeployError
-    from bonedeploy.export.from_checkpoint import gate_file
+def build_and_gate(config: ExportConfig, result: ExportResult, onnx_path: Path, card: ModelCard,
+                   reference: Reference, log: Log) -> None:
     from bonedeploy.export.tensorrt import build_engine
 
-    x, labels, paths, ref = bundle
     engine = engine_path_for(onnx_path, result.out_dir)
     try:
         built = build_engine(onnx_path, engine, card, config.batch, config.workspace_mb,
                              config.timing_cache_dir, log=log)
     except BonedeployError as e:
-        result.engine = {"built": False, "from": onnx_path.name, "error": str(e)}
+        result.engine = {"built": False, "from": onnx_path.name, "error": str(e),
+                         "error_detail": error_detail(e)}
         return
     except Exception as e:  # noqa: BLE001 -- TensorRT raises plain RuntimeError/TypeError; the
         # ONNX files are complete, so report the cause on one line and fail the run (exit 1).
-        first = (str(e).strip().splitlines() or [""])[0][:300]
+        first = (str(e).strip().splitlines() or [""])[0][:SUMMARY_CHARS]
         result.engine = {"built": False, "from": onnx_path.name,
-                         "error": f"TensorRT failed building from {onnx_path.name}: {type(e).__name__}: {first}"}
+                         "error": f"TensorRT failed building from {onnx_path.name}: {type(e).__name__}: {first}",
+                         "error_detail": error_detail(e)}
         return
     result.engine = {"built": True, "path": engine.name, "from": onnx_path.name,
                      "sidecar": built.sidecar.name, "seconds": round(built.seconds, 1),
@@ -62,28 +78,26 @@ def build_and_gate(config, result, onnx_path: Path, card, bundle: tuple, log) ->
                      "tensorrt": built.sidecar_data.get("tensorrt"),
                      "gpu": built.sidecar_data.get("gpu_name")}
     try:
-        cand = engine_logits(engine, x, config.batch.max)
+        cand = engine_logits(engine, reference.inputs, config.batch.max)
     except BonedeployError as e:
         result.engine["error"] = f"{engine.name} was built but does not run here: {e}"
+        result.engine["error_detail"] = error_detail(e)
         return
-    result.files.append(gate_file(engine, "engine", card.precision, ref, cand, paths, card.classes,
-                                  labels, config.gates))
+    result.files.append(gate.gate_file(engine, "engine", card.precision, reference, cand, card.classes,
+                                       config.gates))
 
 
-def engine_logits(engine: Path, x: np.ndarray, max_batch: int) -> np.ndarray:
+def engine_logits(engine: Path, inputs: ParitySet, max_batch: int) -> np.ndarray:
     """Run the engine through the ``tensorrt`` backend (sidecar check included)."""
     from bonedeploy.backends.base import open_backend
 
-    with open_backend(engine, backend="tensorrt") as b:
-        step = max(1, min(16, max_batch))
-        return np.concatenate([b.infer(x[i:i + step]) for i in range(0, len(x), step)])
+    return gate.run_backend(open_backend(engine, backend="tensorrt"), inputs, min(16, max_batch))
 
 
-def export_engine_only(config, log) -> Any:
+def export_engine_only(config: ExportConfig, log: Log) -> ExportResult:
     """``bonedeploy export model.fp16.onnx``: check, build, gate against onnxruntime CPU."""
-    from bonedeploy.eval import parity
+    from bonedeploy.eval.parity import select_parity_set
     from bonedeploy.export import onnx as ox
-    from bonedeploy.export.from_checkpoint import ENGINE_REPORT_NAME, ExportResult, engine_command, onnx_logits
     from bonedeploy.export.tensorrt import tensorrt_available
 
     src = config.source
@@ -100,14 +114,11 @@ def export_engine_only(config, log) -> Any:
     out_dir = config.out_dir
     out_dir.mkdir(parents=True, exist_ok=True)
     log("preparing parity inputs (the ONNX file on onnxruntime CPU is the reference) ...")
-    x, labels, paths = parity.parity_inputs(data=config.data, spec=card.preprocess, n=config.parity_n,
-                                            classes=card.classes)
-    ref = onnx_logits(src, x)
-    result = ExportResult(src, out_dir, card.model, sha256_file(src),
-                          parity_inputs={"kind": parity.inputs_kind(None, config.data), "n": int(len(x)),
-                                         "labelled": labels is not None,
-                                         "reference": f"{src.name} on onnxruntime CPU"})
-    build_and_gate(config, result, src, card, (x, labels, paths, ref), log)
+    inputs = select_parity_set(data=config.data, spec=card.preprocess, n=config.parity_n,
+                               classes=card.classes)
+    reference = gate.onnx_reference(src, inputs)
+    result = ExportResult(src, out_dir, card.model, sha256_file(src), parity_inputs=reference.describe())
+    build_and_gate(config, result, src, card, reference, log)
     result.report = out_dir / ENGINE_REPORT_NAME  # export.json of the ONNX export stays intact
     write_json(result.report, result.to_dict(config.gates))
     return result

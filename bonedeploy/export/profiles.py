@@ -1,39 +1,51 @@
-"""Export profiles: named TOML recipes (``export/*.toml`` in the repository) for a target device.
+"""Export profiles: named TOML recipes for a target device, shipped inside the package
+(``bonedeploy/export/profiles/*.toml``, so a wheel install has them).
 
-A profile sets defaults for ``bonedeploy export`` options; options given on the command line win.
+A TOML file of the same name in ``./export/`` (the current directory) overrides a packaged one,
+and adds new names; a path to any ``.toml`` file works as well as a name. A profile sets defaults
+for ``bonedeploy export`` options; options given on the command line win.
 Keys (all optional): ``description``, ``precision`` (list or "fp32,fp16"), ``trt`` (bool),
 ``engine_from``, ``batch`` ([min, opt, max] or "1,8,32"), ``workspace_mb``, ``opset``.
 """
 
 from __future__ import annotations
 
+from importlib.resources import files
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bonedeploy.errors import ConfigError
 
+if TYPE_CHECKING:
+    from importlib.abc import Traversable  # importlib.resources.abc from Python 3.11
+
 KEYS = ("description", "precision", "trt", "engine_from", "batch", "workspace_mb", "opset")
+SUFFIX = ".toml"
 
 
-def profile_dirs() -> list[Path]:
-    """Where ``--profile NAME`` looks: ./export, then the repository's export/ folder."""
-    repo = Path(__file__).resolve().parents[2] / "export"
-    dirs = [Path.cwd() / "export", repo]
-    return list(dict.fromkeys(d.resolve() for d in dirs))
+def packaged_dir() -> Traversable:
+    return files("bonedeploy.export") / "profiles"
 
 
-def available_profiles() -> dict[str, Path]:
-    found: dict[str, Path] = {}
-    for d in reversed(profile_dirs()):  # the first directory wins
+def profile_dirs() -> list[Traversable]:
+    """Where ``--profile NAME`` looks, first match wins: ./export, then the packaged profiles."""
+    return [Path.cwd() / "export", packaged_dir()]
+
+
+def available_profiles() -> dict[str, Traversable]:
+    """Profile name -> file, over every folder of ``profile_dirs`` (the first one wins a name)."""
+    found: dict[str, Traversable] = {}
+    for d in reversed(profile_dirs()):
         if d.is_dir():
-            found.update({p.stem: p for p in sorted(d.glob("*.toml"))})
+            found.update({e.name[:-len(SUFFIX)]: e for e in sorted(d.iterdir(), key=lambda e: e.name)
+                          if e.name.endswith(SUFFIX) and e.is_file()})
     return dict(sorted(found.items()))
 
 
 def load_profile(name_or_path: str) -> dict[str, Any]:
     """The profile's settings (validated keys); a path to a .toml file works as well as a name."""
-    path = Path(name_or_path)
-    if not (path.suffix == ".toml" and path.is_file()):
+    path: Traversable = Path(name_or_path)
+    if not (path.name.endswith(SUFFIX) and path.is_file()):
         profiles = available_profiles()
         if name_or_path not in profiles:
             raise ConfigError(f"unknown export profile {name_or_path!r}; available: "
@@ -52,7 +64,7 @@ def load_profile(name_or_path: str) -> dict[str, Any]:
     return data
 
 
-def _read_toml(path: Path) -> dict[str, Any]:
+def _read_toml(path: Traversable) -> dict[str, Any]:
     try:
         import tomllib
     except ModuleNotFoundError:  # Python 3.10
@@ -62,7 +74,7 @@ def _read_toml(path: Path) -> dict[str, Any]:
             raise ConfigError(f"{path}: reading export profiles needs Python >= 3.11 or the "
                               "'tomli' package") from e
     try:
-        with open(path, "rb") as fh:
+        with path.open("rb") as fh:
             return tomllib.load(fh)
     except (OSError, tomllib.TOMLDecodeError) as e:
         raise ConfigError(f"{path}: not a readable TOML profile ({e})") from e

@@ -20,7 +20,7 @@ PRECISIONS = ("auto", "fp32", "bf16")
 # Options a resumed run may change; any other explicit difference from last.pt is refused.
 RESUME_MUTABLE = frozenset(
     {"epochs", "device", "precision", "channels_last", "quiet", "resume", "out", "data", "val",
-     "workers", "save_every", "eval_batch_size", "overwrite", "deterministic"}
+     "workers", "save_every", "eval_batch_size", "overwrite", "deterministic", "eval_train"}
 )
 
 
@@ -46,6 +46,10 @@ class TrainConfig:
     resume: str | None = None  # a run folder (or its last.pt)
     channels_last: bool | None = None  # default: on CUDA only
     deterministic: bool = False
+    # Eval-mode pass over the training set after each epoch (the seed's train accuracy). Off: the
+    # history keeps the training pass's own train-mode figures, which cost nothing; the report
+    # still evaluates best.pt on the training set once.
+    eval_train: bool = True
     precise_bn: bool = False  # re-estimate BatchNorm statistics on the train set before evaluating
     workers: int | None = None  # image-decoding processes (default: all cores)
     eval_batch_size: int | None = None

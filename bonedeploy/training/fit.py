@@ -133,14 +133,15 @@ def _fit(cfg: TrainConfig, rt: Runtime, data: TrainingData, spec: PreprocessSpec
     try:
         for epoch in range(first, cfg.epochs + 1):
             t0 = time.perf_counter()
-            fit_loss = train_epoch(model, optimizer, x_tr, y_tr, batch_size=cfg.batch_size,
-                                   hflip_p=spec.hflip_p, gen=gen, rt=rt, on_batch=reporter.batch)
+            fit = train_epoch(model, optimizer, x_tr, y_tr, batch_size=cfg.batch_size,
+                              hflip_p=spec.hflip_p, gen=gen, rt=rt, on_batch=reporter.batch)
             if cfg.precise_bn:
                 recalibrate_bn(model, x_tr, batch_size=eval_bs, rt=rt)
-            tr = evaluate(model, x_tr, y_tr, batch_size=eval_bs, rt=rt)
+            tr = evaluate(model, x_tr, y_tr, batch_size=eval_bs, rt=rt) if cfg.eval_train else fit
             va = evaluate(model, x_va, y_va, batch_size=eval_bs, rt=rt)
             rec = {"epoch": epoch, "train_loss": tr.loss, "train_acc": tr.accuracy,
-                   "val_loss": va.loss, "val_acc": va.accuracy, "fit_loss": fit_loss,
+                   "train_mode": "eval" if cfg.eval_train else "fit",
+                   "val_loss": va.loss, "val_acc": va.accuracy, "fit_loss": fit.loss,
                    "seconds": time.perf_counter() - t0}
             history.append(rec)
             if is_better(rec, best):

@@ -17,6 +17,14 @@ from bonedeploy.training.runtime import Runtime
 
 
 @dataclass
+class FitStats:
+    """What the training pass saw, in train mode (dropout and flips on), for free."""
+
+    loss: float
+    accuracy: float
+
+
+@dataclass
 class EvalResult:
     loss: float  # mean cross-entropy
     accuracy: float
@@ -52,10 +60,10 @@ def train_epoch(
     gen: torch.Generator,
     rt: Runtime,
     on_batch: Callable[[int], None] | None = None,
-) -> float:
-    """One pass in train mode; returns the mean training-mode loss (dropout and flips on).
+) -> FitStats:
+    """One pass in train mode; returns its mean loss and accuracy (dropout and flips on).
 
-    The loss is accumulated on the device so the GPU never waits for the host mid-epoch.
+    Both are accumulated on the device so the GPU never waits for the host mid-epoch.
     """
     model.train()
     n = x.shape[0]
@@ -63,6 +71,7 @@ def train_epoch(
     perm = perm.to(x.device, non_blocking=True)
     flips = flips.to(x.device, non_blocking=True)
     total = torch.zeros((), device=x.device)
+    correct = torch.zeros((), device=x.device, dtype=torch.long)
     for i, start in enumerate(range(0, n, batch_size)):
         idx = perm[start:start + batch_size]
         xb = to_memory_format(flip_where(x.index_select(0, idx), flips[start:start + batch_size]), rt)
@@ -74,9 +83,10 @@ def train_epoch(
         loss.backward()
         optimizer.step()
         total += loss.detach() * idx.numel()
+        correct += (logits.detach().argmax(1) == yb).sum()
         if on_batch is not None:
             on_batch(i + 1)
-    return float(total / n)
+    return FitStats(float(total / n), int(correct) / n)
 
 
 def evaluate(

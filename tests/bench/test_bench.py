@@ -18,9 +18,10 @@ from bonedeploy.artefacts.card import ModelCard
 from bonedeploy.backends.base import Backend
 from bonedeploy.bench import BenchConfig, Runner, discover, measure, summarize
 from bonedeploy.bench import targets as dsc
-from bonedeploy.bench.inputs import Inputs, take
+from bonedeploy.bench.inputs import take
 from bonedeploy.errors import BackendUnavailableError, ConfigError, IncompatibleEngineError
 from bonedeploy.data.preprocess import PreprocessSpec
+from bonedeploy.eval.parity import ParitySet
 
 SPEC = PreprocessSpec(crop_size=8)
 MACHINE = {"cpu": "test cpu", "cores": 2, "gpu": None, "versions": {"bonedeploy": "t"}}
@@ -57,7 +58,7 @@ class SleepBackend(Backend):
 def fake_inputs(n=6):
     rng = np.random.default_rng(0)
     x = rng.random((n, *SPEC.input_shape), dtype=np.float32)
-    return Inputs(x, np.arange(n) % 2, [f"img{i}.png" for i in range(n)], {"kind": "test", "n": n})
+    return ParitySet(x, np.arange(n) % 2, [f"img{i}.png" for i in range(n)], "synthetic")
 
 
 # --- statistics ------------------------------------------------------------------------------

@@ -54,7 +54,9 @@ def test_default_export_writes_onnx_files_report_and_the_engine_command(run_dir,
     assert all(f["passed"] and len(f["sha256"]) == 64 and f["bytes"] > 0 for f in report["files"])
     assert report["files"][0]["parity"]["max_abs_dprob"] <= 1e-4
     assert report["engine"]["built"] is False and report["engine"]["command"].endswith("model.fp16.onnx")
-    assert report["parity_inputs"] == {"kind": "checkpoint validation split", "n": 8, "labelled": True}
+    assert report["parity_inputs"] == {"kind": "checkpoint validation split", "n": 8,
+                                       "root": str(run_dir / "data"), "labelled": True,
+                                       "reference": "PyTorch fp32 on the CPU"}
 
 
 def test_a_failing_gate_keeps_the_file_names_it_in_red_and_exits_2(run_dir, capsys):
@@ -85,6 +87,32 @@ def test_explicit_trt_without_tensorrt_keeps_onnx_and_exits_1(run_dir, capsys, m
     assert code == 1 and "no engine built: TensorRT is not installed here" in err
     assert f"bonedeploy export {out / 'model.onnx'}" in err
     assert (out / "model.onnx").is_file()
+
+
+def test_a_failed_engine_build_is_one_line_on_the_terminal_and_whole_in_the_report(run_dir, capsys,
+                                                                                   monkeypatch):
+    """Tests our glue only: TensorRT is not here, so a stand-in build function raises the kind of
+    multi-line RuntimeError TensorRT's builder does; no engine is built or run."""
+    lines = ["[network.cpp::addInput::1234] Error Code 3: API Usage Error",
+             "  (Parameter check failed, condition: inName != knownInputName)",
+             "  the real cause is on this third line"]
+
+    def failing_build(*args, **kwargs):
+        raise RuntimeError("\n".join(lines))
+
+    monkeypatch.setattr("bonedeploy.export.tensorrt.tensorrt_available", lambda: (True, ""))
+    monkeypatch.setattr("bonedeploy.export.tensorrt.build_engine", failing_build)
+    out = run_dir / "out-trt-error"
+    code, _, err = run_cli(["export", run_dir / "run" / "best.pt", "-o", out, "--precision", "fp32"], capsys)
+    assert code == 1 and err.count("\n") == 1
+    assert lines[0] in err and lines[2] not in err
+    engine = json.loads((out / "export.json").read_text())["engine"]
+    assert engine["built"] is False and "\n" not in engine["error"]
+    detail = engine["error_detail"]
+    assert detail["type"] == "RuntimeError" and detail["message"] == "\n".join(lines)
+    tb = "".join(detail["traceback"])
+    assert "Traceback (most recent call last)" in tb and "failing_build" in tb and lines[2] in tb
+    assert (out / "model.onnx").is_file() and not (out / "model.trt").exists()
 
 
 def _bad_checkpoints(tmp_path):
@@ -161,6 +189,57 @@ def test_profiles_parse_and_match_their_purpose():
     assert edge["precision"] == "int8" and edge["trt"] is False
     assert jetson["engine_from"] == "fp16" and int(jetson["batch"].split(",")[2]) <= 8
     assert server["engine_from"] == "fp16" and server["batch"].split(",")[2] == "128"
+
+
+PROFILES = {"edge-cpu", "jetson", "server-gpu"}
+
+
+def test_profiles_ship_in_the_package_whatever_the_current_directory(tmp_path, monkeypatch):
+    from bonedeploy.export.profiles import available_profiles, load_profile
+
+    monkeypatch.chdir(tmp_path)  # empty: no ./export, no repository around
+    found = available_profiles()
+    assert set(found) == PROFILES
+    assert all(Path(str(f)).parent.parts[-3:] == ("bonedeploy", "export", "profiles") for f in found.values())
+    assert load_profile("edge-cpu")["precision"] == "int8"
+
+
+def test_a_profile_in_the_current_directory_overrides_by_name(tmp_path, monkeypatch):
+    from bonedeploy.export.profiles import available_profiles, load_profile
+
+    (tmp_path / "export").mkdir()
+    (tmp_path / "export" / "jetson.toml").write_text('precision = ["fp16"]\nbatch = [1, 2, 4]\n')
+    (tmp_path / "export" / "lab.toml").write_text('trt = false\n')
+    monkeypatch.chdir(tmp_path)
+    assert set(available_profiles()) == PROFILES | {"lab"}
+    jetson = load_profile("jetson")
+    assert (jetson["precision"], jetson["batch"]) == ("fp16", "1,2,4")
+    assert jetson["path"] == str(tmp_path / "export" / "jetson.toml")
+    assert load_profile("server-gpu")["batch"].endswith(",128")  # the others stay packaged
+
+
+@pytest.mark.slow
+def test_a_wheel_contains_the_profiles(tmp_path):
+    """Build the wheel from a copy of the sources (no build/ or egg-info left in the checkout)."""
+    import shutil
+    import zipfile
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, src / name)
+    shutil.copytree(REPO / "bonedeploy", src / "bonedeploy", ignore=shutil.ignore_patterns("__pycache__"))
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                    "-w", str(tmp_path / "dist"), str(src)], check=True, timeout=600)
+    (wheel,) = (tmp_path / "dist").glob("bonedeploy-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert {f"bonedeploy/export/profiles/{p}.toml" for p in PROFILES} <= names
+
+
+def test_from_onnx_does_not_import_from_checkpoint():
+    code = ("import sys, bonedeploy.export.from_onnx; "
+            "assert 'bonedeploy.export.from_checkpoint' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO, timeout=120)
 
 
 def test_command_and_export_package_import_without_torch_or_onnx():

@@ -1,6 +1,5 @@
 """Parity with the reference: metrics on hand-made logits, the gates, and where inputs come from."""
 
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -126,35 +125,79 @@ def test_gate_configuration_errors_list_valid_choices():
 
 def test_inputs_from_a_data_folder(tmp_path):
     root = make_tree(tmp_path / "data", per_class=3)
-    x, labels, paths = parity.parity_inputs(data=root, spec=SPEC, classes=CLASSES)
-    assert x.shape == (6, 1, 32, 32) and x.dtype == np.float32
-    assert labels.tolist() == [0, 0, 0, 1, 1, 1] and Path(paths[0]).is_file()
-    x2, _, p2 = parity.parity_inputs(data=root, spec=SPEC, n=2)
-    assert len(x2) == 2 and {Path(p).parent.name for p in p2} == set(CLASSES)
-    assert parity.inputs_kind(None, root) == "data folder"
+    ps = parity.select_parity_set(data=root, spec=SPEC, classes=CLASSES)
+    assert ps.x.shape == (6, 1, 32, 32) and ps.x.dtype == np.float32
+    assert ps.labels.tolist() == [0, 0, 0, 1, 1, 1] and Path(ps.paths[0]).is_file()
+    assert (ps.kind, ps.root) == ("data folder", str(root))
+    assert ps.describe() == {"kind": "data folder", "n": 6, "root": str(root), "labelled": True}
+    two = parity.select_parity_set(data=root, spec=SPEC, n=2)
+    assert len(two) == 2 and {Path(p).parent.name for p in two.paths} == set(CLASSES)
     with pytest.raises(DataError, match="do not match the model's"):
-        parity.parity_inputs(data=root, spec=SPEC, classes=("Normal", "Fractured"))
+        parity.select_parity_set(data=root, spec=SPEC, classes=("Normal", "Fractured"))
+
+
+def _ckpt_with_split(root):
+    from bonedeploy.data.folders import scan_image_folder
+    from bonedeploy.data.split import make_split
+
+    return {"card": {"classes": list(CLASSES)}, "split": make_split(scan_image_folder(root), 0.4, 0).to_dict()}
 
 
 def test_inputs_from_the_checkpoint_validation_split(tmp_path):
     root = make_tree(tmp_path / "data", per_class=5)
-    from bonedeploy.data.folders import scan_image_folder
-    from bonedeploy.data.split import make_split
-
-    ckpt = {"card": {"classes": list(CLASSES)}, "split": make_split(scan_image_folder(root), 0.4, 0).to_dict()}
-    x, labels, paths = parity.parity_inputs(ckpt=ckpt, spec=SPEC)
+    ckpt = _ckpt_with_split(root)
+    ps = parity.select_parity_set(ckpt=ckpt, spec=SPEC)
     val = sorted(str(root / e["path"]) for e in ckpt["split"]["val"])
-    assert sorted(paths) == val and len(x) == len(val) == 4 and set(labels) == {0, 1}
-    assert parity.inputs_kind(ckpt, None) == "checkpoint validation split"
+    assert sorted(ps.paths) == val and len(ps) == len(val) == 4 and set(ps.labels) == {0, 1}
+    assert (ps.kind, ps.root) == ("checkpoint validation split", str(root))
     ckpt["split"]["root"] = str(tmp_path / "moved")  # folder gone: synthetic fallback
-    assert parity.inputs_kind(ckpt, None) == "synthetic"
+    gone = parity.select_parity_set(ckpt=ckpt, spec=SPEC, n=4)
+    assert (gone.kind, gone.root) == ("synthetic", None)
+
+
+def test_an_explicit_data_folder_wins_over_the_checkpoint_split(tmp_path):
+    split_root = make_tree(tmp_path / "split", per_class=5)
+    other = make_tree(tmp_path / "other", per_class=2)
+    ps = parity.select_parity_set(ckpt=_ckpt_with_split(split_root), data=other, spec=SPEC)
+    assert (ps.kind, ps.root, len(ps)) == ("data folder", str(other), 4)
+    assert all(Path(p).is_relative_to(other) for p in ps.paths)
 
 
 def test_synthetic_fallback_generates_labelled_radiographs():
-    x, labels, paths = parity.parity_inputs(spec=SPEC, n=4)
-    assert x.shape == (4, 1, 32, 32) and set(labels) == {0, 1}
-    assert all(p.startswith("synthetic/") for p in paths) and not Path(paths[0]).exists()
-    assert 0.0 <= x.min() and x.max() <= 1.0 and x.std() > 0.01
+    ps = parity.select_parity_set(spec=SPEC, n=4)
+    assert ps.x.shape == (4, 1, 32, 32) and set(ps.labels) == {0, 1}
+    assert (ps.kind, ps.root) == ("synthetic", None)
+    assert all(p.startswith("synthetic/") for p in ps.paths) and not Path(ps.paths[0]).exists()
+    assert 0.0 <= ps.x.min() and ps.x.max() <= 1.0 and ps.x.std() > 0.01
+
+
+def test_a_parity_set_checks_its_kind_and_lengths():
+    x = np.zeros((2, 1, 4, 4), np.float32)
+    with pytest.raises(ValueError, match="valid: data folder, checkpoint validation split, synthetic"):
+        parity.ParitySet(x, None, ["a", "b"], "test")
+    with pytest.raises(ValueError, match="do not line up"):
+        parity.ParitySet(x, [0, 1, 1], ["a", "b"], "synthetic")
+
+
+class _Recorder:
+    """Stand-in backend: records each batch size, logits from the image means."""
+
+    def __init__(self):
+        self.sizes = []
+
+    def infer(self, batch):
+        self.sizes.append(len(batch))
+        m = batch.reshape(len(batch), -1).mean(axis=1)
+        return np.stack([m, -m], axis=1).astype(np.float64)
+
+
+def test_backend_logits_runs_the_set_in_batches_in_order():
+    x = np.arange(5, dtype=np.float32).reshape(5, 1, 1, 1)
+    ps = parity.ParitySet(x, None, names(5), "synthetic")
+    b = _Recorder()
+    out = parity.backend_logits(b, ps, batch=2)
+    assert b.sizes == [2, 2, 1] and out.dtype == np.float32
+    assert out[:, 0].tolist() == [0, 1, 2, 3, 4]
 
 
 def test_an_unlabelled_folder_beside_the_classes_is_not_a_class(tmp_path):
@@ -162,6 +205,6 @@ def test_an_unlabelled_folder_beside_the_classes_is_not_a_class(tmp_path):
     root = make_tree(tmp_path / "data", per_class=2)
     make_tree(tmp_path / "other", per_class=1)
     (tmp_path / "other" / "Fractured").rename(root / "test")
-    x, labels, paths = parity.parity_inputs(data=root, spec=SPEC, classes=CLASSES)
-    assert len(x) == 4 and labels.tolist() == [0, 0, 1, 1]
-    assert not any("/test/" in p for p in map(str, paths))
+    ps = parity.select_parity_set(data=root, spec=SPEC, classes=CLASSES)
+    assert len(ps) == 4 and ps.labels.tolist() == [0, 0, 1, 1]
+    assert not any("/test/" in p for p in ps.paths)

@@ -1,6 +1,5 @@
 """torch -> ONNX fp32: the graph contract, metadata, parity with PyTorch, determinism, bad files."""
 
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +13,7 @@ ort = pytest.importorskip("onnxruntime")
 
 from bonedeploy.artefacts.card import ModelCard  # noqa: E402
 from bonedeploy.errors import ArtefactError, ConfigError  # noqa: E402
+from bonedeploy.eval.metrics import softmax  # noqa: E402
 from bonedeploy.export import onnx as ox  # noqa: E402
 from bonedeploy.models import create_model  # noqa: E402
 from bonedeploy.data.preprocess import PreprocessSpec  # noqa: E402
@@ -26,8 +26,7 @@ def run(proto_or_path, x):
 
 
 def probs(logits):
-    e = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
+    return softmax(logits, np.float64)
 
 
 @pytest.fixture(scope="module")

@@ -279,3 +279,22 @@ def test_precise_bn_subset_spans_a_class_sorted_set():
     rt = Runtime(device=torch.device("cpu"), precision="fp32", channels_last=False, deterministic=False)
     recalibrate_bn(model, x, batch_size=100, rt=rt, max_images=10)
     assert model[0].running_mean.item() == pytest.approx(0.5)
+
+
+def test_no_eval_train_keeps_the_training_pass_figures_and_skips_that_pass(data, tmp_path, monkeypatch):
+    """--no-eval-train: one evaluation per epoch (val) instead of two; same weights either way."""
+    import bonedeploy.training.fit as fit
+
+    calls = []
+    real = fit.evaluate
+    monkeypatch.setattr(fit, "evaluate", lambda model, x, y, **kw: calls.append(len(y)) or real(model, x, y, **kw))
+    fast = train(cfg(data, tmp_path / "fast", eval_train=False))
+    per_epoch = calls[:-2]  # the last two: the report's train + val evaluation of best.pt
+    assert len(per_epoch) == 2 and per_epoch[0] < calls[-2]  # val only (smaller than train)
+    assert all(h["train_mode"] == "fit" and 0.0 <= h["train_acc"] <= 1.0 for h in fast.history)
+    calls.clear()
+    full = train(cfg(data, tmp_path / "full"))
+    assert len(calls) - 2 == 4 and all(h["train_mode"] == "eval" for h in full.history)
+    a = load_checkpoint(tmp_path / "fast" / "best.pt")["state_dict"]
+    b = load_checkpoint(tmp_path / "full" / "best.pt")["state_dict"]
+    assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)

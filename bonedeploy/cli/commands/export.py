@@ -44,7 +44,7 @@ def command(
     flip_margin: float = typer.Option(None, "--flip-margin", help="fp16 gate: label flips whose reference "
                                       "p(Fractured) is within this of the boundary are tolerated [default: 0.05]."),
     profile: str = typer.Option(None, "--profile", help="Export profile: edge-cpu, jetson, server-gpu "
-                                                        "(export/*.toml) or a .toml path."),
+                                                        "(packaged; ./export/NAME.toml overrides) or a .toml path."),
     timing_cache: Path = typer.Option(None, "--timing-cache", help="TensorRT timing-cache folder "
                                                                    "[default: ~/.cache/bonedeploy/tensorrt-timing]."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only the result table and errors."),
@@ -65,7 +65,7 @@ def command(
 
 def build_config(opts: dict[str, Any]):
     """Profile defaults, then the options given on the command line."""
-    from bonedeploy.export.from_checkpoint import ExportConfig
+    from bonedeploy.export.results import ExportConfig
     from bonedeploy.export.profiles import load_profile
     from bonedeploy.export.tensorrt import BatchProfile
     from bonedeploy.eval.parity import GATES

@@ -56,6 +56,9 @@ def command(
     precise_bn: bool = typer.Option(False, "--precise-bn", help="Re-estimate BatchNorm statistics "
                                     "on the training set before each evaluation (short schedules; "
                                     "the seed did not)."),
+    eval_train: bool = typer.Option(True, "--eval-train/--no-eval-train", help="Evaluate the "
+                                    "training set in eval mode after each epoch (the seed's train "
+                                    "accuracy); off: keep the training pass's own figures (faster)."),
     workers: int = typer.Option(None, "--workers", help="Image-decoding processes (default: all cores)."),
     save_every: float = typer.Option(30.0, "--save-every", help="Seconds between checkpoint writes; "
                                      "the last epoch always writes."),
@@ -76,7 +79,8 @@ def command(
         weight_decay=weight_decay, dropout=dropout, device=device, precision=precision, seed=seed,
         split_seed=split_seed, val_fraction=val_fraction, classes=parse_classes(classes),
         skip_bad=skip_bad, quiet=quiet, resume=str(resume) if resume else None,
-        channels_last=channels_last, deterministic=deterministic, precise_bn=precise_bn, workers=workers,
+        channels_last=channels_last, deterministic=deterministic, precise_bn=precise_bn, eval_train=eval_train,
+        workers=workers,
         save_every=save_every, overwrite=overwrite,
     )
     reporter = LineReporter() if quiet else RichReporter()
