@@ -32,7 +32,8 @@ class InferConfig:
     engine: Path
     inputs: tuple[Path, ...]
     out: Path = Path("predictions.csv")
-    backend: str | None = None  # default: chosen from the engine's suffix
+    backend: str | None = None  # None/auto: <engine>.runtime.json when valid, else by suffix
+    backend_settings: tuple[tuple[str, str], ...] = ()  # --backend-option KEY=VALUE
     provider: str | None = None  # onnxruntime only
     device: str | None = None  # auto | cpu | cuda
     precision: str | None = None  # torch only: fp32 | fp16
@@ -69,6 +70,7 @@ class InferConfig:
             opts.update(provider=self.provider, spinning=False if self.workers != 0 else None)
         elif self.provider:
             raise ConfigError(f"--provider applies to the onnxruntime backend only, not {backend}")
+        opts.update(dict(self.backend_settings))
         return opts
 
 
@@ -85,6 +87,7 @@ class InferResult:
     skipped_inputs: int = 0  # non-image files left out of folders
     metrics: dict[str, Any] | None = None
     metrics_path: Path | None = None
+    backend_choice: dict[str, Any] | None = None  # how --backend auto chose (backends.select)
     extra_rows: int = 0  # rows kept from earlier runs for paths not among these inputs
     notes: list[str] = field(default_factory=list)
 
@@ -101,14 +104,18 @@ class InferResult:
         return 3 if self.errors and self.error_rate > max_error_rate else 0
 
 
-def open_engine(config: InferConfig):
+def open_engine(config: InferConfig, sha256: str | None = None):
     """Load the backend and refuse an engine that cannot take our inputs (before reading images)."""
     from bonedeploy.backends import backend_for_path
+    from bonedeploy.backends.select import resolve
 
     if not config.engine.is_file():
         raise ArtefactError(f"engine not found: {config.engine}")
-    cls = backend_for_path(config.engine, config.backend)
-    backend = cls(config.engine, **config.backend_options(cls.name))
+    choice = resolve(config.engine, config.backend, sha256)
+    cls = backend_for_path(config.engine, choice.backend)
+    options = {**choice.options, **{k: v for k, v in config.backend_options(cls.name).items() if v is not None}}
+    backend = cls(config.engine, **options)
+    backend.choice = choice
     backend.load()
     try:
         check_engine_fits(backend, config.threshold)
@@ -181,8 +188,8 @@ def run_inference(config: InferConfig, progress: Progress | None = None) -> Infe
     engine_sha = check_engine_record(config)
     # Decoder workers start (importing their modules) while the model loads; no image is read yet.
     with BatchPrefetcher(config.workers, config.pool) as prefetcher:
-        backend = open_engine(config)
-        write_engine_record(config, engine_sha)
+        backend = open_engine(config, engine_sha)
+        write_engine_record(config, engine_sha, backend)
         try:
             return _run(config, backend, prefetcher, paths, skipped, progress)
         finally:
@@ -196,11 +203,11 @@ def run_record_path(out: Path) -> Path:
 def check_engine_record(config: InferConfig) -> str | None:
     """Tie the predictions file to the engine that wrote it: ``--resume`` with another engine
     would mix two models' rows in one file, so it is refused (the file's sha256 decides)."""
-    from bonedeploy.util.fs import sha256_file
+    from bonedeploy.backends.modelcache import artefact_sha256
 
     if not Path(config.engine).is_file():
         return None  # open_engine reports the missing file
-    record, sha = run_record_path(Path(config.out)), sha256_file(config.engine)
+    record, sha = run_record_path(Path(config.out)), artefact_sha256(config.engine)
     if config.resume and record.is_file():
         try:
             before = json.loads(record.read_text())
@@ -213,11 +220,19 @@ def check_engine_record(config: InferConfig) -> str | None:
     return sha
 
 
-def write_engine_record(config: InferConfig, sha: str | None) -> None:
+def write_engine_record(config: InferConfig, sha: str | None, backend=None) -> None:
     from bonedeploy.util.fs import write_json
 
     if sha is not None:
-        write_json(run_record_path(Path(config.out)), {"engine": str(config.engine), "engine_sha256": sha})
+        record = {"engine": str(config.engine), "engine_sha256": sha}
+        if backend is not None:  # which runtime ran it, and how it was chosen
+            record.update(backend=backend.describe(), backend_choice=_choice(backend))
+        write_json(run_record_path(Path(config.out)), record)
+
+
+def _choice(backend) -> dict[str, Any] | None:
+    choice = getattr(backend, "choice", None)
+    return choice.to_dict() if choice is not None else None
 
 
 def _run(config, backend, prefetcher, paths, skipped, progress) -> InferResult:
@@ -271,7 +286,10 @@ def _finish(config, backend, store, paths, previous, new_rows, labels, seconds, 
         out=config.out, total=len(paths), processed=len(new_rows), resumed=len(previous) - len(extra),
         ok=sum(r["status"] == "ok" for r in ordered),
         errors=[(r["path"], r["status"].removeprefix("error: ")) for r in ordered if r["status"] != "ok"],
-        backend=backend.describe(), seconds=seconds, skipped_inputs=skipped, extra_rows=len(extra))
+        backend=backend.describe(), seconds=seconds, skipped_inputs=skipped, extra_rows=len(extra),
+        backend_choice=_choice(backend))
+    if result.backend_choice and result.backend_choice.get("warning"):
+        result.notes.append(result.backend_choice["warning"])
     if labels:
         _add_metrics(result, config, ordered, classes, meta)
     return result
