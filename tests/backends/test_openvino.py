@@ -290,3 +290,39 @@ def test_never_imports_torch(tiny, tmp_path):
                          env=env, cwd=Path(__file__).resolve().parents[2])
     assert out.returncode == 0, out.stderr
     assert "(1, 2)" in out.stdout
+
+
+# --- bonedeploy export --openvino ---------------------------------------------------------------
+
+def test_export_openvino_writes_gated_ir_beside_each_onnx_file(tmp_path):
+    pytest.importorskip("torch")
+    pytest.importorskip("onnxconverter_common")
+    from exportkit import make_checkpoint, make_tree
+
+    from bonedeploy.export.from_checkpoint import run_export
+    from bonedeploy.export.results import ExportConfig
+
+    data = make_tree(tmp_path / "data", per_class=20)
+    ckpt = make_checkpoint(tmp_path / "run" / "best.pt", data_root=data)
+    result = run_export(ExportConfig(source=ckpt, precisions=("fp32", "int8"), trt=False, openvino=True))
+    kinds = {(f.kind, f.path.name) for f in result.files}
+    assert {("openvino-ir", "model.xml"), ("openvino-ir", "model.int8.xml")} <= kinds
+    for f in result.files:
+        assert f.passed, (f.path, f.failures)
+    ir = next(f for f in result.files if f.path.name == "model.int8.xml")
+    assert ir.precision == "int8" and ir.path.with_suffix(".bin").is_file()
+    assert not list(ir.path.parent.glob(".*.tmp*"))  # no staging files left behind
+    report = json.loads(result.report.read_text())
+    assert any(f["kind"] == "openvino-ir" and f["passed"] for f in report["files"])
+    with OpenVinoBackend(ir.path) as b:
+        assert b.card.precision == "int8" and b.card.model == result.model
+
+
+def test_export_openvino_from_an_onnx_file_makes_only_its_ir(tmp_path, tiny):
+    from bonedeploy.export.from_checkpoint import run_export
+    from bonedeploy.export.results import ExportConfig
+
+    result = run_export(ExportConfig(source=tiny, out=tmp_path / "out", openvino=True))
+    [f] = result.files
+    assert f.kind == "openvino-ir" and f.path == tmp_path / "out" / "tiny.xml" and f.passed
+    assert result.report.name == "export-openvino.json"

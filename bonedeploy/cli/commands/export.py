@@ -47,6 +47,9 @@ def command(
                                                         "(packaged; ./export/NAME.toml overrides) or a .toml path."),
     timing_cache: Path = typer.Option(None, "--timing-cache", help="TensorRT timing-cache folder "
                                                                    "[default: ~/.cache/bonedeploy/tensorrt-timing]."),
+    openvino: bool = typer.Option(False, "--openvino", help="Also write OpenVINO IR (.xml + .bin) "
+                                  "beside each ONNX file, gated like them (needs the [openvino] extra); "
+                                  "with an .onnx input: only its IR."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only the result table and errors."),
 ) -> None:
     """Export a checkpoint to ONNX (fp32/fp16/int8) and TensorRT, gated on parity.
@@ -74,7 +77,8 @@ def build_config(opts: dict[str, Any]):
     pick = lambda key, pkey=None: opts.get(key) if opts.get(key) is not None else prof.get(pkey or key)  # noqa: E731
     kwargs: dict[str, Any] = {"source": opts["source"], "out": opts.get("out"), "calib": opts.get("calib"),
                               "data": opts.get("data"), "parity_n": opts.get("parity_n"),
-                              "timing_cache_dir": opts.get("timing_cache")}
+                              "timing_cache_dir": opts.get("timing_cache"),
+                              "openvino": bool(opts.get("openvino"))}
     if (p := pick("precision")) is not None:
         kwargs["precisions"] = tuple(s.strip().lower() for s in str(p).split(",") if s.strip())
     if (b := pick("batch")) is not None:
