@@ -10,6 +10,7 @@ from typing import Any
 
 from rich.console import Console
 
+from bonedeploy.bench import render
 from bonedeploy.bench.render import report
 from bonedeploy.bench import BenchConfig, Runner
 from bonedeploy.bench.targets import Target
@@ -69,7 +70,7 @@ def write_results(d: dict[str, Any], checks: list[dict[str, Any]], preamble: str
     md = head + ("\n" + body + "\n" if body else "") + "\n" + targets_markdown(checks) + "\n## " + rest
     write_text(base.with_suffix(".md"), md)
     write_json(base.with_suffix(".json"), d)
-    report.write_outputs(d, plot_path=base.with_suffix(".png"))
+    render.write_outputs(d, plot_path=base.with_suffix(".png"))
     report.print_report(d, console)
     for c in checks:
         m = c["measured"]

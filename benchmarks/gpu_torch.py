@@ -32,7 +32,7 @@ from bonedeploy.bench.targets import torch_targets  # noqa: E402
 from bonedeploy.models.alexnet import SELECTED  # noqa: E402
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", type=Path, help="A bonedeploy best.pt (default: fresh weights).")
     p.add_argument("--model", default=SELECTED, help="Model for fresh weights.")
@@ -44,7 +44,10 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--parity-n", type=int, default=48, help="Synthetic parity images.")
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--quiet", action="store_true")
-    return p.parse_args()
+    p.add_argument("--allow-cpu", action="store_true",
+                   help="Without CUDA, still run (fp32 on the CPU; the CUDA rows are listed "
+                        "unavailable): checks the script, measures nothing of a GPU.")
+    return p.parse_args(argv)
 
 
 def fresh_checkpoint(model: str, folder: Path) -> Path:
@@ -62,15 +65,15 @@ def fresh_checkpoint(model: str, folder: Path) -> Path:
     return path
 
 
-def main() -> int:
-    args = parse_args()
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     console = Console(width=150)
     try:
         import torch
     except ImportError:
         console.print("skipped: PyTorch is not installed (pip install 'bonedeploy[train]')")
         return 0
-    if not torch.cuda.is_available():
+    if not torch.cuda.is_available() and not args.allow_cpu:
         console.print("skipped: no CUDA GPU on this machine; the PyTorch GPU rows need one")
         return 0
     with tempfile.TemporaryDirectory(prefix="bonedeploy-gpu-bench-") as tmp:
@@ -92,7 +95,8 @@ def main() -> int:
         t = r and (r.get("timings") or {}).get("compute", {}).get(str(bs))
         return t["images_per_s"] if t else None
 
-    gpu = d["machine"]["gpu"]["name"]
+    gpu_facts = d["machine"].get("gpu") or {"name": "no GPU (CPU run)", "driver": "none"}
+    gpu = gpu_facts["name"]
     checks = [check(f"fp16 + CUDA graph p50 at batch 1 (H100 target; this card: {gpu})",
                     p50("torch-fp16-graph", 1), "<=", 0.35, " ms"),
               check("fp16 + CUDA graph images/s at batch 128 (H100 target)",
@@ -103,10 +107,13 @@ def main() -> int:
                    check("torch.compile max-autotune images/s at batch 128 (H100 reference)",
                          rate("torch-compile", 128), ">=", 49200)]
     weights = str(args.checkpoint) if args.checkpoint else f"freshly initialised {args.model}"
+    where = (f"Every row below ran on this GPU ({gpu}, driver {gpu_facts['driver']}) through "
+             "bonedeploy's torch backend. The targets were set on an H100: on another card compare "
+             "the ratios, not the absolute numbers." if torch.cuda.is_available() else
+             "**--allow-cpu without CUDA: the fp32 row ran on the CPU, the CUDA rows could not "
+             "run; a check of this script, not a GPU measurement.**")
     preamble = (f"PyTorch backend modes on {gpu}\n\n"
-                f"Model: {weights}. Every row below ran on this GPU ({gpu}, driver "
-                f"{d['machine']['gpu']['driver']}) through bonedeploy's torch backend. The targets "
-                "were set on an H100: on another card compare the ratios, not the absolute numbers. "
+                f"Model: {weights}. {where} "
                 "CPU rows come from `benchmarks/cpu_backends.py`; TensorRT rows need a machine with "
                 "TensorRT.")
     write_results(d, checks, preamble, args.out, "-torch", console)

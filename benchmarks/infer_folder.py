@@ -100,7 +100,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     from bonedeploy.util.machine import machine_info, machine_slug
-    from bonedeploy.data.prefetch import decode_batch, default_workers
+    from bonedeploy.data.decode import decode_batch, default_workers
 
     args.work_dir.mkdir(parents=True, exist_ok=True)
     data = ensure_dataset(args.work_dir, args.n)

@@ -6,7 +6,6 @@ milliseconds; ``vgg8``/``resnet16`` (random init, 400 x 400) are the real seed a
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np

@@ -2,7 +2,7 @@
 
 Layout (``FORMAT``)::
 
-    format        "bonedeploy.artefacts.checkpoint/1"
+    format        "bonedeploy.checkpoint/1"
     card          ModelCard.to_dict(): model name, classes, PreprocessSpec, precision "fp32"
     model_kwargs  kwargs for create_model (e.g. dropout)
     state_dict    the weights
@@ -24,7 +24,7 @@ from bonedeploy.artefacts.card import ModelCard
 from bonedeploy.errors import CheckpointError
 from bonedeploy.util.fs import atomic_path, require_file
 
-FORMAT = "bonedeploy.artefacts.checkpoint/1"
+FORMAT = "bonedeploy.checkpoint/1"
 
 
 def save_checkpoint(path: str | Path, ckpt: dict[str, Any]) -> Path:

@@ -3,6 +3,7 @@ bench, backends): the edge runtime imports these without importing ``bonedeploy.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from bonedeploy.artefacts.card import PRECISIONS  # fp32 first: fp16/int8 derive from it
@@ -27,5 +28,15 @@ def engine_path_for(onnx_path: str | Path, out_dir: str | Path | None = None) ->
     return Path(out_dir or onnx_path.parent) / f"{stem}{ENGINE_SUFFIX}"
 
 
+def timing_cache_name(gpu_name: str, compute_capability: str, trt_version: str) -> str:
+    """One cache per GPU model and TensorRT version: timings from another device or release are
+    at best useless and TensorRT rejects mismatched caches."""
+    slug = re.sub(r"[^a-z0-9]+", "-", gpu_name.lower()).strip("-") or "gpu"
+    cc = str(compute_capability).replace(".", "")
+    ver = re.sub(r"[^0-9a-zA-Z.]+", "-", str(trt_version))
+    return f"{slug}-sm{cc}-trt{ver}.cache"
+
+
 __all__ = ["BASE_NAME", "DEFAULT_PRECISIONS", "ENGINE_SUFFIX", "PRECISIONS", "engine_path_for",
-           "onnx_filename"]
+           "onnx_filename",
+           "timing_cache_name"]

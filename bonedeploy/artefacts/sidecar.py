@@ -75,26 +75,46 @@ def card_from_sidecar(sidecar: dict[str, Any], where: str = "sidecar") -> ModelC
     return ModelCard.from_dict(sidecar.get("card") or {}, where)
 
 
+INSTALL_HINT = ("it needs TensorRT and cuda-python (bonedeploy's 'tensorrt' extra) and an NVIDIA GPU")
+
+
+def require_tensorrt(hint: str = INSTALL_HINT) -> None:
+    """``BackendUnavailableError`` unless ``import tensorrt`` gives the real TensorRT bindings.
+
+    Installing only ``tensorrt-stubs`` (type checking) leaves a ``tensorrt/`` folder of ``.pyi``
+    files that imports as an empty namespace package: that is "not installed", not a broken
+    TensorRT with a missing ``Runtime``. Callers then ``import tensorrt`` themselves, typed.
+    """
+    try:
+        import tensorrt as trt
+    except ImportError as e:
+        raise BackendUnavailableError(f"TensorRT is not installed here ({e}); {hint}") from e
+    if not isinstance(getattr(trt, "__version__", None), str):
+        where = ", ".join(getattr(trt, "__path__", None) or [str(getattr(trt, "__file__", "?"))])
+        raise BackendUnavailableError(
+            f"TensorRT is not installed here: `import tensorrt` finds {where}, which is not the "
+            f"TensorRT bindings (only tensorrt-stubs installed?); {hint}")
+
+
 def runtime_facts() -> dict[str, Any]:
     """TensorRT version, CUDA runtime/driver versions and the GPU of this process (device 0).
 
     Needs ``tensorrt`` and cuda-python (``cuda.bindings.runtime``); imported here only.
     """
-    try:
-        import tensorrt as trt
-    except ImportError as e:
-        raise BackendUnavailableError(f"TensorRT is not installed here ({e}); "
-                                      "it needs TensorRT and cuda-python (bonedeploy's 'tensorrt' extra) and an NVIDIA GPU") from e
+    require_tensorrt()
+    import tensorrt as trt
+
     return {"tensorrt": str(trt.__version__), **cuda_facts()}
 
 
 def cuda_facts(device: int = 0) -> dict[str, Any]:
     """GPU name, compute capability and CUDA versions via cuda-python; driver from nvidia-smi.
     Without cuda-python, nvidia-smi alone gives name, compute capability and driver."""
+    from bonedeploy.backends.cudamem import CudaPython
     from bonedeploy.util.machine import gpu_info
 
     try:
-        from cuda.bindings import runtime as cudart
+        cuda = CudaPython()
     except ImportError as e:
         smi = gpu_info()
         if smi:
@@ -102,31 +122,9 @@ def cuda_facts(device: int = 0) -> dict[str, Any]:
                     "cuda_runtime": None, "cuda_driver_api": None, "driver": smi["driver"]}
         raise BackendUnavailableError(f"cuda-python (cuda.bindings) is not installed ({e}) and "
                                       "nvidia-smi finds no GPU; pip install cuda-python") from e
-    count = _cuda(cudart, cudart.cudaGetDeviceCount(), "cudaGetDeviceCount")
-    if count < 1:
-        raise BackendUnavailableError("no CUDA GPU is visible to this process")
-    props = _cuda(cudart, cudart.cudaGetDeviceProperties(device), "cudaGetDeviceProperties")
-    name = props.name.decode(errors="replace") if isinstance(props.name, bytes) else str(props.name)
-    smi = gpu_info() or {}
-    return {
-        "gpu_name": name.split("\x00", 1)[0].strip(),
-        "compute_capability": f"{props.major}.{props.minor}",
-        "cuda_runtime": _cuda_version(_cuda(cudart, cudart.cudaRuntimeGetVersion(), "cudaRuntimeGetVersion")),
-        "cuda_driver_api": _cuda_version(_cuda(cudart, cudart.cudaDriverGetVersion(), "cudaDriverGetVersion")),
-        "driver": smi.get("driver"),
-    }
-
-
-def _cuda(cudart: Any, result: tuple, what: str) -> Any:
-    err, value = result[0], result[1] if len(result) > 1 else None
-    if err != cudart.cudaError_t.cudaSuccess:
-        raise BackendUnavailableError(f"CUDA {what} failed: {getattr(err, 'name', err)}")
-    return value
-
-
-def _cuda_version(v: int) -> str:
-    """12060 -> "12.6"."""
-    return f"{int(v) // 1000}.{int(v) % 1000 // 10}"
+    facts: dict[str, Any] = dict(cuda.device_facts(device))
+    facts["driver"] = (gpu_info() or {}).get("driver")
+    return facts
 
 
 def check_compatible(sidecar: dict[str, Any], facts: dict[str, Any], engine: str | Path | None = None) -> list[str]:

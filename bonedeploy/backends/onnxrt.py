@@ -1,11 +1,19 @@
 """ONNX Runtime backend for ``.onnx`` files (fp32, fp16 and int8 QDQ graphs alike).
 
 Never imports torch: this is the edge path. Options: ``provider`` (an execution provider name or
-alias: cpu, cuda, tensorrt; default: the best of TensorRT EP > CUDA EP > CPU that this onnxruntime
-offers), ``device`` cpu|cuda|auto (restricts the automatic choice), ``threads`` (intra-op threads;
+alias: cpu, cuda, tensorrt; default: the best of CUDA EP > CPU that this onnxruntime offers),
+``device`` cpu|cuda|auto (restricts the automatic choice), ``threads`` (intra-op threads;
 default: the physical cores this process may use, because hyper-threads slow convolutions down),
 ``spinning`` (False: idle intra-op threads sleep instead of spinning; ``infer`` sets it while decoder
 processes share the CPU, where spinning threads would steal their time).
+
+The TensorRT EP is never chosen automatically: it builds a TensorRT engine when the session opens
+(minutes for a real model), so every process would rebuild it and bench's "ONNX" rows would time
+that build. With ``provider="tensorrt"`` it comes first (then CUDA EP, CPU) with its engine and
+timing caches on, under ``~/.cache/bonedeploy/ort-trt/<GPU>-sm<CC>-trt<TensorRT>-ort<ORT>/``
+(the key of our own timing cache plus the onnxruntime version): timings in ``timing/``, engines in
+``<model sha256>/``, so a second process, or a second run, loads the cached engine instead.
+For a TensorRT engine proper, export one (``bonedeploy export``) and use the tensorrt backend.
 """
 
 from __future__ import annotations
@@ -20,8 +28,9 @@ from bonedeploy.artefacts.card import ModelCard
 from bonedeploy.backends.base import Backend, register_backend
 from bonedeploy.errors import ArtefactError, BackendUnavailableError, ConfigError
 
-PREFERENCE = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
-GPU_PROVIDERS = PREFERENCE[:2]
+TENSORRT_EP, CUDA_EP, CPU_EP = "TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"
+PREFERENCE = (CUDA_EP, CPU_EP)  # the automatic choice; TENSORRT_EP only when asked for
+GPU_PROVIDERS = (TENSORRT_EP, CUDA_EP)
 DEVICES = ("auto", "cpu", "cuda")
 OPTIONS = ("provider", "device", "threads", "spinning", "batch_size")
 _NP_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
@@ -56,18 +65,59 @@ def resolve_provider(requested: str | None, available: list[str], device: str = 
         if wanted not in available:
             raise ConfigError(f"onnxruntime provider {requested!r} is not available here; "
                               f"available providers: {', '.join(available)}")
-        return [wanted] + (["CPUExecutionProvider"] if wanted != "CPUExecutionProvider" else [])
+        # TensorRT EP hands the nodes TensorRT cannot run to the CUDA EP, then the CPU.
+        after = [CUDA_EP] if wanted == TENSORRT_EP and CUDA_EP in available else []
+        return [wanted, *after] + ([CPU_EP] if wanted != CPU_EP else [])
     chain = [p for p in PREFERENCE if p in available]
     if device == "cpu":
-        chain = ["CPUExecutionProvider"]
+        chain = [CPU_EP]
     elif device == "cuda":
-        gpu = [p for p in chain if p in GPU_PROVIDERS]
-        if not gpu:
+        if CUDA_EP not in chain:
             raise BackendUnavailableError(
-                f"device=cuda but this onnxruntime has no GPU provider; available: {', '.join(available)} "
+                f"device=cuda but this onnxruntime has no CUDA provider; available: {', '.join(available)} "
                 "(install onnxruntime-gpu)")
-        chain = gpu + ["CPUExecutionProvider"]
-    return chain or ["CPUExecutionProvider"]
+        chain = [CUDA_EP, CPU_EP]
+    return chain or [CPU_EP]
+
+
+def provider_options(chain: list[str], trt_cache_dir: Path | None) -> list[dict[str, str]]:
+    """onnxruntime's per-provider options, aligned with ``chain``: the TensorRT EP gets its engine
+    and timing caches (under ``trt_cache_dir``, see ``ort_trt_cache_dir``), the others none."""
+    opts: list[dict[str, str]] = []
+    for name in chain:
+        if name == TENSORRT_EP and trt_cache_dir is not None:
+            opts.append({
+                "trt_engine_cache_enable": "True",
+                "trt_engine_cache_path": str(trt_cache_dir),
+                "trt_timing_cache_enable": "True",
+                "trt_timing_cache_path": str(trt_cache_dir.parent / "timing"),
+            })
+        else:
+            opts.append({})
+    return opts
+
+
+def ort_trt_cache_dir(model_sha256: str, gpu_name: str, compute_capability: str, tensorrt_version: str,
+                      ort_version: str, base: Path | None = None) -> Path:
+    """``<base>/<GPU>-sm<CC>-trt<ver>-ort<ver>/<sha256>``: engines are tied to the GPU, the TensorRT
+    release and the model; ORT's cache format to its own version. Keyed like our timing cache."""
+    from bonedeploy.artefacts.naming import timing_cache_name  # one naming rule for both caches
+
+    machine = timing_cache_name(gpu_name, compute_capability, tensorrt_version).removesuffix(".cache")
+    root = base or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "bonedeploy" / "ort-trt"
+    return root / f"{machine}-ort{ort_version}" / model_sha256
+
+
+def _tensorrt_version() -> str:
+    """TensorRT's version as the TensorRT EP will load it (the pip wheel), else "unknown"."""
+    import importlib.metadata as md
+
+    for dist in ("tensorrt", "tensorrt-cu12", "tensorrt-cu13", "tensorrt-libs", "tensorrt-cu12-libs"):
+        try:
+            return md.version(dist)
+        except md.PackageNotFoundError:
+            continue
+    return "unknown"
 
 
 @register_backend
@@ -85,6 +135,7 @@ class OnnxRuntimeBackend(Backend):
         self.threads = int(options.get("threads") or physical_cores())
         self.spinning = options.get("spinning")  # None: onnxruntime's default (spin)
         self.fallback: str | None = None
+        self.trt_cache: Path | None = None
 
     def _load(self) -> None:
         try:
@@ -92,6 +143,7 @@ class OnnxRuntimeBackend(Backend):
         except ImportError as e:
             raise BackendUnavailableError(f"the onnxruntime backend needs onnxruntime ({e})") from e
         chain = resolve_provider(self.provider, ort.get_available_providers(), self.device)
+        self.trt_cache = self._trt_cache_dir(ort) if TENSORRT_EP in chain else None
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = self.threads
         opts.inter_op_num_threads = 1
@@ -109,12 +161,27 @@ class OnnxRuntimeBackend(Backend):
         self._input_dims = list(inp.shape)
         self._fixed_batch = inp.shape[0] if isinstance(inp.shape[0], int) and inp.shape[0] > 0 else None
 
+    def _trt_cache_dir(self, ort) -> Path:
+        from bonedeploy.artefacts.sidecar import cuda_facts
+        from bonedeploy.util.fs import sha256_file
+
+        try:
+            gpu = cuda_facts()
+        except BackendUnavailableError:  # the EP will then fail to start, with its own reason
+            gpu = {"gpu_name": "unknown-gpu", "compute_capability": "0.0"}
+        path = ort_trt_cache_dir(sha256_file(self.path), gpu["gpu_name"], gpu["compute_capability"],
+                                 _tensorrt_version(), ort.__version__)
+        for folder in (path, path.parent / "timing"):
+            folder.mkdir(parents=True, exist_ok=True)
+        return path
+
     def _create_session(self, ort, opts, chain: list[str]):
         """Open the session; when an automatically chosen accelerator fails to initialise (e.g. the
-        TensorRT EP without TensorRT libraries), retry with the next provider and record why."""
+        CUDA EP without CUDA libraries), retry with the next provider and record why."""
         while True:
             try:
-                return ort.InferenceSession(str(self.path), sess_options=opts, providers=chain)
+                return ort.InferenceSession(str(self.path), sess_options=opts, providers=chain,
+                                            provider_options=provider_options(chain, self.trt_cache))
             except Exception as e:  # onnxruntime raises its own Fail/InvalidGraph/... types
                 first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
                 if self.provider is None and len(chain) > 1 and not _is_model_error(e):
@@ -157,6 +224,8 @@ class OnnxRuntimeBackend(Backend):
             d["precision"] = self.card.precision
         if self.fallback:
             d["provider_fallback"] = self.fallback
+        if self.trt_cache is not None:
+            d["tensorrt_cache"] = str(self.trt_cache)
         return d
 
     def _close(self) -> None:

@@ -6,20 +6,30 @@ loads and computes garbage. Then: one execution context, page-locked host buffer
 buffers sized for the profile's largest batch, bound once with ``set_tensor_address``; per chunk
 ``set_input_shape`` (within the optimisation profile: larger batches are split, a batch below the
 profile's minimum is zero-padded), async H2D copy, ``execute_async_v3``, async D2H copy, one sync.
+
+``profile=N`` selects the engine's optimisation profile N on the context (``bonedeploy export``
+builds one, profile 0; engines built elsewhere may have more): its batch range is used for
+splitting and padding. ``tensorrt`` is imported in ``load()`` only, typed against tensorrt-stubs.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from bonedeploy.backends.base import Backend, register_backend
-from bonedeploy.backends.cudamem import CudaError, open_cuda
-from bonedeploy.errors import ArtefactError, BackendUnavailableError, ConfigError
+from bonedeploy.backends.cudamem import CudaBinding, CudaError, open_cuda
+from bonedeploy.errors import ArtefactError, ConfigError
+
+if TYPE_CHECKING:
+    import tensorrt as trt
 
 OPTIONS = ("device", "batch_size", "cuda_binding", "profile")
 REBUILD = "rebuild it on this machine with `bonedeploy export model.onnx`"
+NEEDS = ("the tensorrt backend needs TensorRT and a CUDA GPU; on a machine without them run the "
+         ".onnx file with the onnxruntime backend")
 
 
 def plan_chunks(n: int, min_batch: int, max_batch: int) -> list[tuple[int, int, int]]:
@@ -30,69 +40,77 @@ def plan_chunks(n: int, min_batch: int, max_batch: int) -> list[tuple[int, int, 
     return [(s, min(max_batch, n - s), max(min(max_batch, n - s), min_batch)) for s in range(0, n, max_batch)]
 
 
-def _import_tensorrt():
-    try:
-        import tensorrt as trt
-    except ImportError as e:
-        raise BackendUnavailableError(
-            f"the tensorrt backend needs TensorRT and a CUDA GPU ({e}); on a machine without them "
-            "run the .onnx file with the onnxruntime backend") from e
-    return trt
-
-
 @register_backend
 class TensorRTBackend(Backend):
     name = "tensorrt"
     suffixes = (".trt", ".engine", ".plan")
 
-    def __init__(self, path, **options: Any):
+    def __init__(self, path: str | Path, **options: Any):
         super().__init__(path, **options)
         unknown = sorted(k for k, v in options.items() if k not in OPTIONS and v is not None)
         if unknown:
             raise ConfigError(f"tensorrt backend: unknown options {unknown}; valid options: {', '.join(OPTIONS)}")
         if options.get("device") not in (None, "auto", "cuda"):
             raise ConfigError(f"tensorrt backend runs on CUDA only: device {options['device']!r}; valid: auto, cuda")
-        self.profile = int(options.get("profile") or 0)
+        self.profile = _profile_index(options.get("profile"))
         self.notes: list[str] = []
-        self._mem = None
+        self._mem: CudaBinding | None = None
+        self._runtime: trt.Runtime | None = None
+        self._engine: trt.ICudaEngine | None = None
+        self._context: trt.IExecutionContext | None = None
+        self._stream: Any = None
+        self._d_in = self._d_out = 0
+        self._h_in: np.ndarray | None = None
+        self._h_out: np.ndarray | None = None
 
     def _load(self) -> None:
         from bonedeploy.artefacts import sidecar as sc
 
         side = sc.read_sidecar(self.path)  # first: no TensorRT needed to say what the engine is
         self._card = sc.card_from_sidecar(side, str(sc.sidecar_path(self.path)))
-        trt = _import_tensorrt()
+        sc.require_tensorrt(NEEDS)
         self.notes = sc.check_compatible(side, sc.runtime_facts(), self.path)  # advisory differences
         self._mem = open_cuda(self.options.get("cuda_binding"))
-        self._trt = trt
         try:
-            self._open_engine()
+            self._open_engine(self._mem)
         except BaseException:
             self._close()  # free whatever was allocated before the failure
             raise
 
-    def _open_engine(self) -> None:
-        trt = self._trt
+    def _open_engine(self, mem: CudaBinding) -> None:
+        import tensorrt as trt
+
         self._runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
-        self._engine = self._runtime.deserialize_cuda_engine(self.path.read_bytes())
-        if self._engine is None:
+        engine = self._runtime.deserialize_cuda_engine(self.path.read_bytes())
+        if engine is None:
             raise ArtefactError(f"{self.path}: TensorRT could not deserialise this engine (built by "
                                 f"another TensorRT version or GPU, or corrupt); {REBUILD}")
-        self._context = self._engine.create_execution_context()
-        if self._context is None:
+        self._engine = engine
+        count = int(engine.num_optimization_profiles)
+        if not 0 <= self.profile < count:
+            raise ConfigError(f"tensorrt backend: profile {self.profile} does not exist in {self.path.name}; "
+                              f"valid profiles: 0..{count - 1}")
+        context = engine.create_execution_context()
+        if context is None:
             raise CudaError(f"{self.path}: TensorRT could not create an execution context (GPU memory?)")
-        self._bind_io()
+        self._context = context
+        self._stream = mem.stream_create()
+        # Without this the context runs profile 0 whatever limits were read for profile N.
+        if not context.set_optimization_profile_async(self.profile, mem.handle(self._stream)):
+            raise ArtefactError(f"{self.path}: TensorRT refused optimisation profile {self.profile}")
+        self._bind_io(engine, context, mem)
 
-    def _bind_io(self) -> None:
-        trt, engine = self._trt, self._engine
+    def _bind_io(self, engine: trt.ICudaEngine, context: trt.IExecutionContext, mem: CudaBinding) -> None:
+        import tensorrt as trt
+
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
         ins = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         outs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
         if len(ins) != 1 or len(outs) != 1:
             raise ArtefactError(f"{self.path}: expected one input and one output tensor, got {ins} -> {outs}")
         self._in, self._out = ins[0], outs[0]
-        in_shape = tuple(engine.get_tensor_shape(self._in))
-        out_shape = tuple(engine.get_tensor_shape(self._out))
+        in_shape = _dims(engine.get_tensor_shape(self._in))
+        out_shape = _dims(engine.get_tensor_shape(self._out))
         if in_shape[0] == -1:
             lo, _, hi = engine.get_tensor_profile_shape(self._in, self.profile)
             self._min_b, self._max_b = int(lo[0]), int(hi[0])
@@ -104,14 +122,12 @@ class TensorRTBackend(Backend):
                                 f"output {out_shape}")
         in_dtype = trt.nptype(engine.get_tensor_dtype(self._in))
         out_dtype = trt.nptype(engine.get_tensor_dtype(self._out))
-        mem = self._mem
-        self._stream = mem.stream_create()
         self._h_in = mem.host_empty((self._max_b, *self._sample_in), in_dtype)
         self._h_out = mem.host_empty((self._max_b, *self._sample_out), out_dtype)
         self._d_in = mem.malloc(self._h_in.nbytes)
         self._d_out = mem.malloc(self._h_out.nbytes)
         for name, ptr in ((self._in, self._d_in), (self._out, self._d_out)):
-            if not self._context.set_tensor_address(name, ptr):
+            if not context.set_tensor_address(name, ptr):
                 raise ArtefactError(f"{self.path}: set_tensor_address({name!r}) refused")
 
     def declared_input_shape(self) -> tuple[int | None, ...]:
@@ -129,31 +145,36 @@ class TensorRTBackend(Backend):
         return np.concatenate(out)
 
     def _run_chunk(self, chunk: np.ndarray, run: int) -> np.ndarray:
-        n, mem = len(chunk), self._mem
-        self._h_in[:n] = chunk  # casts to the engine's input dtype
+        mem, context, h_in, h_out = self._mem, self._context, self._h_in, self._h_out
+        assert mem is not None and context is not None and h_in is not None and h_out is not None
+        n = len(chunk)
+        h_in[:n] = chunk  # casts to the engine's input dtype
         if run > n:
-            self._h_in[n:run] = 0
-        if not self._context.set_input_shape(self._in, (run, *self._sample_in)):
+            h_in[n:run] = 0
+        if not context.set_input_shape(self._in, (run, *self._sample_in)):
             raise ArtefactError(f"{self.path}: batch {run} is outside the engine's optimisation profile "
-                                f"[{self._min_b}, {self._max_b}]")
-        per_in = self._h_in.nbytes // self._max_b
-        per_out = self._h_out.nbytes // self._max_b
-        mem.htod_async(self._d_in, self._h_in, run * per_in, self._stream)
-        if not self._context.execute_async_v3(mem.handle(self._stream)):
+                                f"{self.profile} [{self._min_b}, {self._max_b}]")
+        per_in = h_in.nbytes // self._max_b
+        per_out = h_out.nbytes // self._max_b
+        mem.htod_async(self._d_in, h_in, run * per_in, self._stream)
+        if not context.execute_async_v3(mem.handle(self._stream)):
             raise CudaError(f"{self.path}: TensorRT execute_async_v3 failed for batch {run}")
-        mem.dtoh_async(self._h_out, self._d_out, run * per_out, self._stream)
+        mem.dtoh_async(h_out, self._d_out, run * per_out, self._stream)
         mem.synchronize(self._stream)
-        return np.array(self._h_out[:n], dtype=np.float32)  # a copy: the pinned buffer is reused
+        return np.array(h_out[:n], dtype=np.float32)  # a copy: the pinned buffer is reused
 
     def synchronize(self) -> None:
-        if self.loaded:
+        if self.loaded and self._mem is not None:
             self._mem.synchronize(self._stream)
 
     def describe(self) -> dict[str, Any]:
         d = super().describe()
-        if self.loaded:
-            d.update(profile_batch=[self._min_b, self._max_b], cuda_binding=self._mem.name,
-                     precision=self.card.precision, tensorrt=getattr(self._trt, "__version__", None))
+        if self.loaded and self._mem is not None:
+            import tensorrt as trt
+
+            d.update(profile=self.profile, profile_batch=[self._min_b, self._max_b],
+                     cuda_binding=self._mem.name, precision=self.card.precision,
+                     tensorrt=getattr(trt, "__version__", None))
             if self.notes:
                 d["notes"] = self.notes
         return d
@@ -161,13 +182,29 @@ class TensorRTBackend(Backend):
     def _close(self) -> None:
         mem = self._mem
         if mem is not None:
-            for ptr in (getattr(self, "_d_in", None), getattr(self, "_d_out", None)):
+            for ptr in (self._d_in, self._d_out):
                 if ptr:
                     mem.free(ptr)
-            for arr in (getattr(self, "_h_in", None), getattr(self, "_h_out", None)):
+            for arr in (self._h_in, self._h_out):
                 if arr is not None:
                     mem.free_host(arr)
-            if getattr(self, "_stream", None) is not None:
+            if self._stream is not None:
                 mem.stream_destroy(self._stream)
         self._context = self._engine = self._runtime = None
-        self._d_in = self._d_out = self._h_in = self._h_out = self._stream = None
+        self._d_in = self._d_out = 0
+        self._h_in = self._h_out = self._stream = None
+
+
+def _profile_index(value: Any) -> int:
+    try:
+        index = int(value or 0)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"tensorrt backend: profile {value!r} is not an optimisation profile index "
+                          "(0, 1, ...)") from e
+    if index < 0:
+        raise ConfigError(f"tensorrt backend: profile {index}: indices start at 0")
+    return index
+
+
+def _dims(dims: trt.Dims) -> tuple[int, ...]:
+    return tuple(int(dims[i]) for i in range(len(dims)))

@@ -44,6 +44,7 @@ class TorchBackend(Backend):
             raise ConfigError("torch backend: cuda_graph needs a fixed positive batch_size")
         self._graph = None
         self._preloaded: tuple[Any, Any] | None = None
+        self._cudnn_benchmark: bool | None = None  # the process-wide flag as found, restored on close
 
     @classmethod
     def from_module(cls, model: Any, card: Any, path, **options: Any) -> "TorchBackend":
@@ -61,9 +62,20 @@ class TorchBackend(Backend):
                 f"{self.path}: the torch backend needs PyTorch ({e}); install bonedeploy[train] "
                 "or export the checkpoint to ONNX"
             ) from e
+        device = self._resolve_device(torch)
+        # cuda_graph turns on the global torch.backends.cudnn.benchmark; other code in this
+        # process (a training run, another backend) must get its own setting back on close().
+        self._cudnn_benchmark = bool(torch.backends.cudnn.benchmark)
+        self._torch = torch
+        try:
+            self._load_model(torch, device)
+        except BaseException:
+            self._restore_cudnn_benchmark()
+            raise
+
+    def _load_model(self, torch, device: str) -> None:
         from bonedeploy.artefacts.checkpoint import card_from_checkpoint, load_checkpoint, model_from_checkpoint
 
-        device = self._resolve_device(torch)
         if self._preloaded is not None:
             model, self._card = self._preloaded
         else:
@@ -73,7 +85,6 @@ class TorchBackend(Backend):
         self._dtype = torch.float16 if self.precision == "fp16" else torch.float32
         self._model = model.to(device=device, dtype=self._dtype).eval()
         self._device = device
-        self._torch = torch
         if self.cuda_graph:
             self._capture_graph()
 
@@ -154,3 +165,9 @@ class TorchBackend(Backend):
     def _close(self) -> None:
         self._graph = self._static_in = self._static_out = self._host_in = self._host_out = None
         self._model = None
+        self._restore_cudnn_benchmark()
+
+    def _restore_cudnn_benchmark(self) -> None:
+        if self._cudnn_benchmark is not None:
+            self._torch.backends.cudnn.benchmark = self._cudnn_benchmark
+            self._cudnn_benchmark = None

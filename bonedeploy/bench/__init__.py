@@ -25,7 +25,7 @@ def bench(config: BenchConfig, console: Any = None, **runner_kwargs: Any) -> Ben
     (exit 1) when no artefact could run at all: the files are written first either way."""
     from rich.console import Console
 
-    from bonedeploy.bench.render import report as rpt
+    from bonedeploy.bench.render import report as rpt, write_outputs
 
     if console is None:
         console = Console()
@@ -36,7 +36,7 @@ def bench(config: BenchConfig, console: Any = None, **runner_kwargs: Any) -> Ben
     d = result.to_dict()
     if not config.quiet:
         rpt.print_report(d, console)
-    for path in rpt.write_outputs(d, config.json_path, config.md_path, config.plot_path):
+    for path in write_outputs(d, config.json_path, config.md_path, config.plot_path):
         if not config.quiet:
             console.print(f"wrote {path}", highlight=False)
     if config.select:

@@ -66,7 +66,7 @@ class FileStream:
         return out
 
     def next_batch(self) -> np.ndarray:
-        from bonedeploy.data.prefetch import BatchPrefetcher
+        from bonedeploy.data.decode import BatchPrefetcher
 
         if self._prefetcher is None:
             self._prefetcher = BatchPrefetcher(self.workers).start()

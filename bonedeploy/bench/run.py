@@ -228,7 +228,7 @@ class Runner:
             self.files, where = inp.image_files(self.inputs, self.config.data,
                                                 max(16, *self.config.batch_sizes), self._tmp)
             self.notes.append(f"end-to-end mode reads {len(self.files)} files from {where}, decoding "
-                              "in infer's prefetch pool (bonedeploy.data.prefetch) ahead of the model")
+                              "in infer's prefetch pool (bonedeploy.data.decode) ahead of the model")
         stream = inp.FileStream(self.files, backend.card.preprocess, bs,
                                 self._batches_needed())
         self._streams.append(stream)

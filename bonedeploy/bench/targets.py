@@ -177,13 +177,29 @@ def _has_cuda() -> bool:
     return gpu_info() is not None
 
 
+def _has_tensorrt() -> bool:
+    """The real bindings, not the empty package ``tensorrt-stubs`` leaves (as the backend checks)."""
+    from bonedeploy.artefacts.sidecar import require_tensorrt
+    from bonedeploy.errors import BackendUnavailableError
+
+    try:
+        require_tensorrt()
+    except BackendUnavailableError:
+        return False
+    return True
+
+
+# Requirements that need more than an importable module.
+_CHECKS = {"cuda": _has_cuda, "tensorrt": _has_tensorrt}
+
+
 def precheck(target: Target) -> tuple[str, str] | None:
     """``(status, reason)`` when the target cannot run here, before anything is loaded."""
     if not target.path.is_file():
         why = f"{target.path}: no such file"
         return STATUS_MISSING, why + (f"; {target.hint}" if target.hint else "")
     for req in target.requires:
-        ok = _has_cuda() if req == "cuda" else _has_module(req)
-        if not ok:
+        check = _CHECKS.get(req)
+        if not (check() if check else _has_module(req)):
             return STATUS_UNAVAILABLE, _REQUIREMENTS[req]
     return None

@@ -8,13 +8,16 @@ machines without torch.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
+import traceback
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
 from bonedeploy import __version__
+from bonedeploy.cli.options import set_argv
 from bonedeploy.errors import BonedeployError
 
 app = typer.Typer(
@@ -46,12 +49,23 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
+DEBUG_ENV = "BONEDEPLOY_DEBUG"
+_state = {"debug": False}
+
+
 @app.callback()
 def _root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                  help="Print the version and exit."),
+    debug: bool = typer.Option(False, "--debug", help=f"On an error, print the full traceback with "
+                               f"its causes instead of one line (or set {DEBUG_ENV}=1)."),
 ) -> None:
     """bonedeploy: the seed's bone-radiograph classifiers, from training to a deployed engine."""
+    _state["debug"] = debug
+
+
+def debug_requested() -> bool:
+    return _state["debug"] or os.environ.get(DEBUG_ENV, "").strip().lower() in ("1", "true", "yes", "on")
 
 
 for _name, _module in COMMANDS:
@@ -60,9 +74,13 @@ for _name, _module in COMMANDS:
 
 
 def main(argv: list[str] | None = None) -> None:
+    _state["debug"] = False
+    set_argv(argv)
     try:
         app(args=argv)
     except BonedeployError as e:
+        if debug_requested():  # the whole chain: what a bug report needs
+            sys.stderr.write("".join(traceback.format_exception(e)))
         err_console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
         sys.exit(e.exit_code)
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from bonedeploy.errors import ConfigError
 
-SPEC_FORMAT = "bonedeploy.data.preprocess/1"
+SPEC_FORMAT = "bonedeploy.preprocess/1"
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from bonedeploy.util.fs import sha256_file, write_json
 if TYPE_CHECKING:
     from bonedeploy.data.folders import FolderScan
 
-SPLIT_FORMAT = "bonedeploy.data.split/1"
+SPLIT_FORMAT = "bonedeploy.split/1"
 
 
 @dataclass

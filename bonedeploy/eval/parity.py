@@ -330,7 +330,7 @@ def _spread(items: list, n: int | None) -> list:
 
 
 def _decode(root: Path, items: list, spec: PreprocessSpec, kind: str) -> ParitySet:
-    from bonedeploy.data.folders import decode_dataset
+    from bonedeploy.data.decode import decode_dataset
 
     if not items:
         raise DataError(f"{root}: no images for the parity check")

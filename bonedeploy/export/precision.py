@@ -114,7 +114,7 @@ def _spread(items: list[Path], n_max: int) -> list[Path]:
 
 
 def _decode(root: Path, rel: list[Path], spec: PreprocessSpec) -> np.ndarray:
-    from bonedeploy.data.folders import decode_dataset
+    from bonedeploy.data.decode import decode_dataset
 
     return decode_dataset(root, [(p, 0) for p in rel], spec).x.astype(np.float32, copy=False)
 

@@ -5,20 +5,30 @@ Only API that exists in both TensorRT 10.3+ (JetPack 6) and 11.x is called: ``Bu
 needs it so the ONNX file's types are obeyed), ``OnnxParser.parse_from_file``, one optimisation
 profile for the batch axis, ``set_memory_pool_limit(WORKSPACE)``, a timing cache and
 ``build_serialized_network``. Never ``BuilderFlag.FP16/INT8``, calibrators or ``EXPLICIT_BATCH``
-(removed in 11): the precision comes from the ONNX file. ``tensorrt`` is imported inside functions.
+(removed in 11): the precision comes from the ONNX file. ``tensorrt`` is imported inside functions
+(typed by mypy against tensorrt-stubs: .ci/typecheck.sh).
+
+A failed parse or build raises ``ArtefactError`` whose text carries every TensorRT message (each
+parser error, every error TensorRT logged), one per line after a one-line summary: the caller
+records it in export.json, where "see the log above" would be lost.
 """
 
 from __future__ import annotations
 
-import re
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from bonedeploy.errors import ArtefactError, BackendUnavailableError, ConfigError
 from bonedeploy.util.fs import atomic_write, sha256_file
+from bonedeploy.artefacts.naming import timing_cache_name  # noqa: F401 (re-exported)
+
+if TYPE_CHECKING:
+    import tensorrt as trt
+
+    from bonedeploy.artefacts.card import ModelCard
 
 DEFAULT_WORKSPACE_MB = 2048
 MAX_PROFILE_BATCH = 4096
@@ -62,15 +72,6 @@ class BatchProfile:
         return {"min": self.min, "opt": self.opt, "max": self.max}
 
 
-def timing_cache_name(gpu_name: str, compute_capability: str, trt_version: str) -> str:
-    """One cache per GPU model and TensorRT version: timings from another device or release are
-    at best useless and TensorRT rejects mismatched caches."""
-    slug = re.sub(r"[^a-z0-9]+", "-", gpu_name.lower()).strip("-") or "gpu"
-    cc = str(compute_capability).replace(".", "")
-    ver = re.sub(r"[^0-9a-zA-Z.]+", "-", str(trt_version))
-    return f"{slug}-sm{cc}-trt{ver}.cache"
-
-
 def default_cache_dir() -> Path:
     import os
 
@@ -100,47 +101,55 @@ class BuildResult:
     seconds: float
 
 
-def build_engine(onnx_path: str | Path, engine_path: str | Path, card, profile: BatchProfile,
+def build_engine(onnx_path: str | Path, engine_path: str | Path, card: ModelCard, profile: BatchProfile,
                  workspace_mb: int = DEFAULT_WORKSPACE_MB, cache_dir: str | Path | None = None,
                  use_timing_cache: bool = True, facts: dict[str, Any] | None = None,
-                 log=print) -> BuildResult:
+                 log: Callable[[str], object] = print) -> BuildResult:
     """Parse ``onnx_path``, build a strongly typed engine, write it and its sidecar atomically."""
-    import tensorrt as trt
-
-    from bonedeploy.artefacts.sidecar import build_sidecar, runtime_facts, write_sidecar
+    from bonedeploy.artefacts.sidecar import build_sidecar, require_tensorrt, runtime_facts, write_sidecar
 
     if workspace_mb < 1:
         raise ConfigError(f"workspace must be >= 1 MiB, got {workspace_mb}")
+    require_tensorrt()
+    import tensorrt as trt
+
     onnx_path, engine_path = Path(onnx_path), Path(engine_path)
     facts = facts or runtime_facts()
     t0 = time.perf_counter()
-    logger = trt.Logger(trt.Logger.WARNING)
-    builder = trt.Builder(logger)
-    network = builder.create_network(network_flags(trt))
-    parser = trt.OnnxParser(network, logger)
-    if not parser.parse_from_file(str(onnx_path)):
-        raise ArtefactError(f"{onnx_path}: TensorRT's ONNX parser failed: {parser_errors(parser)}")
-    inp = network.get_input(0)
-    sample = tuple(int(d) for d in tuple(inp.shape)[1:])
-    if any(d < 1 for d in sample):
-        sample = tuple(card.preprocess.input_shape)
-    config = builder.create_builder_config()
-    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mb) << 20)
-    opt_profile = builder.create_optimization_profile()
-    opt_profile.set_shape(inp.name, *profile.shapes(sample))
-    config.add_optimization_profile(opt_profile)
-    cache_file = None
-    if use_timing_cache:
-        cache_file = Path(cache_dir or default_cache_dir()) / timing_cache_name(
-            facts["gpu_name"], facts["compute_capability"], facts["tensorrt"])
-        blob = cache_file.read_bytes() if cache_file.is_file() else b""
-        config.set_timing_cache(config.create_timing_cache(blob), False)
-    log(f"building the TensorRT {facts['tensorrt']} engine from {onnx_path.name} "
-        f"(batch {profile.min}/{profile.opt}/{profile.max}) ...")
-    serialized = builder.build_serialized_network(network, config)
+    logger, logged_errors = recording_logger()
+    try:
+        builder = trt.Builder(logger)
+        network = builder.create_network(network_flags(trt))
+        parser = trt.OnnxParser(network, logger)
+        if not parser.parse_from_file(str(onnx_path)):
+            raise ArtefactError(failure(f"{onnx_path}: TensorRT's ONNX parser failed",
+                                        parser_errors(parser) + logged_errors))
+        inp = network.get_input(0)
+        dims = inp.shape
+        sample = tuple(int(dims[i]) for i in range(1, len(dims)))
+        if any(d < 1 for d in sample):
+            sample = tuple(card.preprocess.input_shape)
+        config = builder.create_builder_config()
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mb) << 20)
+        opt_profile = builder.create_optimization_profile()
+        opt_profile.set_shape(inp.name, *(trt.Dims(list(s)) for s in profile.shapes(sample)))
+        config.add_optimization_profile(opt_profile)
+        cache_file = None
+        if use_timing_cache:
+            cache_file = Path(cache_dir or default_cache_dir()) / timing_cache_name(
+                facts["gpu_name"], facts["compute_capability"], facts["tensorrt"])
+            blob = cache_file.read_bytes() if cache_file.is_file() else b""
+            if not config.set_timing_cache(config.create_timing_cache(blob), False):
+                log(f"timing cache {cache_file} does not match this TensorRT/GPU; starting a new one")
+                config.set_timing_cache(config.create_timing_cache(b""), False)
+        log(f"building the TensorRT {facts['tensorrt']} engine from {onnx_path.name} "
+            f"(batch {profile.min}/{profile.opt}/{profile.max}) ...")
+        serialized = builder.build_serialized_network(network, config)
+    except RuntimeError as e:  # TensorRT's Python bindings raise RuntimeError with its message
+        raise ArtefactError(failure(f"{onnx_path}: TensorRT failed ({e})", logged_errors)) from e
     if serialized is None:
-        raise ArtefactError(f"{onnx_path}: TensorRT could not build an engine (see the TensorRT log "
-                            "above; try a larger --workspace or a smaller --batch MAX)")
+        raise ArtefactError(failure(f"{onnx_path}: TensorRT could not build an engine (try a larger "
+                                    "--workspace or a smaller --batch MAX)", logged_errors))
     seconds = time.perf_counter() - t0
     with atomic_write(engine_path, "wb") as fh:
         fh.write(memoryview(serialized))
@@ -154,6 +163,33 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, card, profile: 
     return BuildResult(engine_path, write_sidecar(engine_path, data), data, cache_file, seconds)
 
 
+def recording_logger() -> tuple[trt.ILogger, list[str]]:
+    """A TensorRT logger that prints warnings and errors to stderr, like ``trt.Logger(WARNING)``,
+    and keeps every error message so a failed build can say what TensorRT said."""
+    import sys
+
+    import tensorrt as trt
+
+    errors: list[str] = []
+    error, warning = int(trt.ILogger.Severity.ERROR), int(trt.ILogger.Severity.WARNING)
+
+    class Recording(trt.ILogger):
+        def log(self, severity: trt.ILogger.Severity, msg: str) -> None:
+            level = int(severity)
+            if level <= warning:
+                print(f"[TensorRT] {'ERROR' if level <= error else 'WARNING'}: {msg}", file=sys.stderr)
+            if level <= error:
+                errors.append(str(msg))
+
+    return Recording(), errors
+
+
+def failure(summary: str, messages: list[str]) -> str:
+    """The summary line, then each TensorRT message (all of its lines) indented below it."""
+    body = [line for m in messages for line in str(m).rstrip().splitlines()]
+    return "\n".join([summary + (":" if body else ""), *("  " + line for line in body)])
+
+
 def network_flags(trt: Any) -> int:
     """STRONGLY_TYPED where the enum has it (10.x: required to obey the ONNX types; 11.x: kept
     for compatibility and ignored); never EXPLICIT_BATCH (removed in 11, the default since 10)."""
@@ -161,12 +197,12 @@ def network_flags(trt: Any) -> int:
     return 0 if flag is None else 1 << int(flag)
 
 
-def parser_errors(parser: Any) -> str:
-    """Every parser error on one line: "[node 3] desc; [node 7] desc"."""
+def parser_errors(parser: trt.OnnxParser) -> list[str]:
+    """Every parser error as TensorRT describes it: "[node 3 (Conv_3, Conv)] UNSUPPORTED_NODE: desc"."""
     msgs = []
     for i in range(int(parser.num_errors)):
         err = parser.get_error(i)
-        desc = err.desc() if callable(getattr(err, "desc", None)) else str(err)
-        node = err.node() if callable(getattr(err, "node", None)) else -1
-        msgs.append(f"[node {node}] {desc}" if node is not None and node >= 0 else str(desc))
-    return "; ".join(msgs) or "no error detail reported"
+        node = err.node()
+        where = f"[node {node} ({err.node_name()}, {err.node_operator()})] " if node >= 0 else ""
+        msgs.append(f"{where}{err.code().name}: {err.desc()}")
+    return msgs or ["no error detail reported"]

@@ -25,7 +25,7 @@ from bonedeploy.errors import ConfigError
 from bonedeploy.util.fs import atomic_write
 
 FORMATS = (".csv", ".json")
-FORMAT_TAG = "bonedeploy.infer.predictions/1"
+FORMAT_TAG = "bonedeploy.predictions/1"
 
 
 def prob_column(cls: str) -> str:

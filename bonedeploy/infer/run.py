@@ -1,7 +1,7 @@
 """Batched inference over files and folders: ``run_inference(InferConfig) -> InferResult``.
 
 Every input image gets exactly one row (``ok`` or ``error: <cause>``), written incrementally and
-resumably (``bonedeploy.infer.predictions``); decoding overlaps the model (``bonedeploy.data.prefetch``). The
+resumably (``bonedeploy.infer.predictions``); decoding overlaps the model (``bonedeploy.data.decode``). The
 engine is loaded and checked against the inputs before any image is read. Torch is imported only
 by the torch backend.
 """
@@ -14,7 +14,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -22,8 +22,7 @@ from bonedeploy import POSITIVE_CLASS
 from bonedeploy.errors import ArtefactError, ConfigError, DataError
 from bonedeploy.data.labels import folder_labels, read_labels_csv
 from bonedeploy.infer.predictions import PredictionStore, path_key
-
-Progress = Callable[[int, int, int], None]  # (images done incl. resumed, total, errors so far)
+from bonedeploy.ui.progress import Progress
 INPUT_CHANNELS = 1  # bonedeploy infer feeds grayscale radiographs: N x 1 x H x W
 
 
@@ -174,8 +173,10 @@ def _label_rows(rows, classes, labels: dict[str, int], threshold) -> None:
 
 
 def run_inference(config: InferConfig, progress: Progress | None = None) -> InferResult:
+    """``progress`` counts images (resumed ones included, so a resumed bar starts part-way) and
+    notes the errors so far; it is updated after each batch's rows are written."""
     from bonedeploy.data.folders import list_images
-    from bonedeploy.data.prefetch import BatchPrefetcher
+    from bonedeploy.data.decode import BatchPrefetcher
 
     config.validate()
     partial = PredictionStore(config.out, ("x",)).partial  # also refuses a bad --out suffix early
@@ -245,8 +246,8 @@ def _run(config, backend, prefetcher, paths, skipped, progress) -> InferResult:
     batches = [todo[i:i + config.batch_size] for i in range(0, len(todo), config.batch_size)]
     n_err = sum(r["status"] != "ok" for r in previous)
     n_done = len(paths) - len(todo)
-    if progress:
-        progress(n_done, len(paths), n_err)
+    progress = progress or Progress()
+    progress.start("infer", total=len(paths), done=n_done)
     new_rows: list[dict[str, Any]] = []
     store.begin(previous)
     start = time.perf_counter()
@@ -263,8 +264,7 @@ def _run(config, backend, prefetcher, paths, skipped, progress) -> InferResult:
             new_rows.extend(rows)
             n_done += len(rows)
             n_err += sum(r["status"] != "ok" for r in rows)
-            if progress:
-                progress(n_done, len(paths), n_err)
+            progress.update(n_done, note=f"{n_err} failed" if n_err else "")
     finally:
         decoded_batches.close()
         store.close()
@@ -305,7 +305,14 @@ def _add_metrics(result: InferResult, config: InferConfig, rows, classes, meta) 
         result.notes.append("labels known but no labelled image was predicted: no metrics")
         return
     y = [classes.index(r["label"]) for r in scored]
-    summary = classification_summary(y, np.array([r["probs"] for r in scored]), classes, config.threshold)
+    try:
+        summary = classification_summary(y, np.array([r["probs"] for r in scored]), classes, config.threshold)
+    except ModuleNotFoundError as e:  # a base (edge) install has no scikit-learn/scipy
+        if (e.name or "").partition(".")[0] not in ("sklearn", "scipy"):
+            raise
+        result.notes.append(f"labels known but no metrics ({e.name} is not installed): "
+                            "pip install 'bonedeploy[report]' adds them")
+        return
     summary.update(n_unlabelled=unlabelled, n_errors=len(result.errors),
                    label_source=str(config.labels) if config.labels else "class folders", **meta)
     result.metrics = _clean(summary)

@@ -49,7 +49,8 @@ def pick_classes(root: str | Path, asked: tuple[str, ...] | None) -> tuple[str, 
 
 
 def build_split(cfg: TrainConfig):
-    from bonedeploy.data.folders import make_split, scan_image_folder, split_from_folders
+    from bonedeploy.data.folders import scan_image_folder
+    from bonedeploy.data.split import make_split, split_from_folders
 
     classes = pick_classes(cfg.data, cfg.classes)
     if cfg.val:
@@ -60,7 +61,7 @@ def build_split(cfg: TrainConfig):
 
 def load_training_data(cfg: TrainConfig, spec: PreprocessSpec, reporter: Reporter) -> TrainingData:
     """Scan, split, check sizes, decode. Raises DataError (nothing written) on unusable data."""
-    from bonedeploy.data.folders import decode_dataset
+    from bonedeploy.data.decode import decode_dataset
 
     manifest = build_split(cfg)
     check_sizes(len(manifest.train), len(manifest.val), cfg.batch_size, cfg.data)
@@ -71,7 +72,7 @@ def load_training_data(cfg: TrainConfig, spec: PreprocessSpec, reporter: Reporte
     # One decode for both parts, so an error lists every unreadable file at once.
     items = manifest.items("train") + manifest.items("val")
     dec = decode_dataset(manifest.root, items, spec, workers=cfg.workers, skip_bad=cfg.skip_bad,
-                         progress=_progress(reporter, "images", len(items)))
+                         progress=reporter.decode_progress())
     bad = [{"path": str(p), "cause": c} for p, c in dec.bad]
     if bad:
         reporter.message(f"left out {len(bad)} unreadable image(s) (--skip-bad); listed in the report")
@@ -90,7 +91,6 @@ def load_training_data(cfg: TrainConfig, spec: PreprocessSpec, reporter: Reporte
         bad=bad)
 
 
-
 def check_sizes(n_train: int, n_val: int, batch_size: int, data: str, after_skip: bool = False) -> None:
     why = " after leaving out unreadable images" if after_skip else ""
     if n_train < batch_size:
@@ -98,18 +98,6 @@ def check_sizes(n_train: int, n_val: int, batch_size: int, data: str, after_skip
                         f"{batch_size}; add images or lower --batch-size")
     if n_val == 0:
         raise DataError(f"{data}: no validation images{why}")
-
-
-def _progress(reporter: Reporter, part: str, total: int):
-    advance = reporter.decode_progress(part, total)
-    if advance is None:
-        return None
-    last = [0]
-
-    def report(done: int, _total: int) -> None:
-        advance(done - last[0])
-        last[0] = done
-    return report
 
 
 def _rel(path: Path, root: Path) -> str:

@@ -1,12 +1,14 @@
 """How a run reports itself: rich live progress, one plain line per epoch (``--quiet``), or nothing.
 
-The trainer only calls these hooks; it never prints.
+The trainer only calls these hooks; it never prints. Bars go through ``bonedeploy.ui.progress``.
 """
 
 from __future__ import annotations
 
 import sys
 from typing import Any, TextIO
+
+from bonedeploy.ui.progress import Progress, RichBars
 
 
 def epoch_line(rec: dict[str, Any], epochs: int, best: dict[str, Any] | None) -> str:
@@ -25,9 +27,9 @@ class Reporter:
     def message(self, text: str) -> None:
         pass
 
-    def decode_progress(self, what: str, total: int):
-        """A callback for the image decoder (``advance(n)``), or None."""
-        return None
+    def decode_progress(self) -> Progress:
+        """Where the image decoder reports (``bonedeploy.ui.progress``); the no-op here."""
+        return Progress()
 
     def start(self, model: str, first_epoch: int, epochs: int, batches: int) -> None:
         pass
@@ -43,7 +45,7 @@ class Reporter:
 
 
 class LineReporter(Reporter):
-    """``--quiet``: one line per epoch, flushed, for logs."""
+    """``--quiet``: one line per epoch, flushed, for logs; no bar."""
 
     def __init__(self, stream: TextIO | None = None):
         self.stream = stream or sys.stdout
@@ -56,56 +58,44 @@ class LineReporter(Reporter):
 
 
 class RichReporter(Reporter):
-    """Live bars for epochs and batches; each finished epoch is also printed above the bars."""
+    """Live bars for decoding, epochs and batches (on a terminal only: a log gets the lines);
+    each finished epoch is also printed above the bars."""
 
     def __init__(self, console=None):
         from rich.console import Console
 
         self.console = console or Console()
-        self.progress = None
+        self.bars = RichBars(self.console) if self.console.is_terminal else None
+        self._epochs = self._batches = Progress()
+        self._batches_total = 0
 
-    def _ensure(self):
-        if self.progress is None:
-            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                                       TimeElapsedColumn, TimeRemainingColumn)
-
-            self.progress = Progress(TextColumn("{task.description}"), BarColumn(),
-                                     MofNCompleteColumn(), TimeElapsedColumn(),
-                                     TimeRemainingColumn(), console=self.console, transient=False)
-            self.progress.start()
-        return self.progress
+    def _bar(self) -> Progress:
+        return self.bars.bar() if self.bars is not None else Progress()
 
     def message(self, text: str) -> None:
         self.console.print(text, highlight=False)
 
-    def decode_progress(self, what: str, total: int):
-        p = self._ensure()
-        task = p.add_task(f"decoding {what}", total=total)
-
-        def advance(n: int = 1) -> None:
-            p.advance(task, n)
-        return advance
+    def decode_progress(self) -> Progress:
+        return self._bar()
 
     def start(self, model: str, first_epoch: int, epochs: int, batches: int) -> None:
-        p = self._ensure()
-        self._epochs = p.add_task(f"{model}", total=epochs, completed=first_epoch - 1)
-        self._batches = p.add_task("  batches", total=batches)
+        self._epochs, self._batches, self._batches_total = self._bar(), self._bar(), batches
+        self._epochs.start(model, total=epochs, done=first_epoch - 1)
+        self._batches.start("  batches", total=batches)
 
     def batch(self, done: int) -> None:
-        self.progress.update(self._batches, completed=done)
+        self._batches.update(done)
 
     def epoch(self, rec: dict[str, Any], epochs: int, best: dict[str, Any] | None) -> None:
-        p = self.progress
-        p.console.print(epoch_line(rec, epochs, best), highlight=False)
+        self.console.print(epoch_line(rec, epochs, best), highlight=False)
         live = (f"train {rec['train_acc']:.3f}/{rec['train_loss']:.3f}  "
                 f"val {rec['val_acc']:.3f}/{rec['val_loss']:.3f}")
         if best:
             live += f"  best {best['val_acc']:.3f}@{best['epoch']}"
-        p.update(self._epochs, completed=rec["epoch"], description=live)
+        self._epochs.update(rec["epoch"], note=live)
         if rec["epoch"] < epochs:
-            p.update(self._batches, completed=0)
+            self._batches.start("  batches", total=self._batches_total)
 
     def close(self) -> None:
-        if self.progress is not None:
-            self.progress.stop()
-            self.progress = None
+        if self.bars is not None:
+            self.bars.close()

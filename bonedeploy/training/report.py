@@ -54,13 +54,13 @@ def build_report(ckpt: dict[str, Any], logits: dict[str, np.ndarray], labels: di
         s = classification_summary(labels[part], probs, classes, positive=pos)
         s["loss"] = float(log_loss(labels[part], probs, labels=list(range(len(classes)))))
         parts[part] = s
-    history = list(ckpt.get("history") or [])
     seed = get_model_entry(cfg["model"]).seed
     report = {
         "model": cfg["model"],
         "hyperparameters": hyperparameters(cfg),
         "epochs": cfg["epochs"],
-        "completed_epochs": len(history),
+        # written once the last epoch is done; best.pt's own history stops at the saved epoch
+        "completed_epochs": cfg["epochs"],
         "saved_epoch": ckpt["epoch"],
         "params": count_params(ckpt["state_dict"]),
         "classes": classes,
@@ -117,7 +117,7 @@ def render_markdown(r: dict[str, Any]) -> str:
     lines = [
         f"# {r['model']}: training report",
         "",
-        f"{r['hyperparameters']}. Saved epoch **{r['saved_epoch']}** of {r['completed_epochs']} "
+        f"{r['hyperparameters']}. Saved epoch **{r['saved_epoch']}** of {r['epochs']} "
         f"(best validation accuracy; ties go to the lower validation loss). "
         f"{r['params']:,} parameters.",
         "",

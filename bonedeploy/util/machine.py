@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 import platform
 import re
+import shlex
 import subprocess
+import sys
 from functools import lru_cache
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -15,6 +17,11 @@ from bonedeploy import __version__
 
 _LIBS = ("numpy", "pillow", "onnxruntime", "onnx", "onnxconverter-common", "torch", "torchvision",
          "tensorrt", "cuda-python", "scikit-learn")
+
+
+def command_line(argv: list[str] | None = None) -> str:
+    """This process's command line as typed (``shlex.join(sys.argv)``): what run records store."""
+    return shlex.join(sys.argv if argv is None else argv)
 
 
 def library_versions(names: tuple[str, ...] = _LIBS) -> dict[str, str | None]:
@@ -61,6 +68,15 @@ def git_commit(path: str | Path | None = None) -> str | None:
         ).stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         return None
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask: a container's or taskset's limit), else
+    every core the OS reports; at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
 
 
 def machine_info() -> dict[str, Any]:

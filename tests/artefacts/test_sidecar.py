@@ -89,6 +89,17 @@ def test_runtime_facts_without_tensorrt_is_backend_unavailable(monkeypatch):
         sc.runtime_facts()
 
 
+def test_a_tensorrt_namespace_without_bindings_is_not_installed_tensorrt(monkeypatch):
+    """What ``pip install tensorrt-stubs`` alone leaves: a ``tensorrt`` package of .pyi files."""
+    stub_only = types.ModuleType("tensorrt")
+    stub_only.__path__ = ["/venv/site-packages/tensorrt"]
+    monkeypatch.setitem(sys.modules, "tensorrt", stub_only)
+    with pytest.raises(BackendUnavailableError, match="not installed here: `import tensorrt` finds /venv/site-packages/tensorrt"):
+        sc.runtime_facts()
+    with pytest.raises(BackendUnavailableError, match="; run it elsewhere$"):
+        sc.require_tensorrt("run it elsewhere")
+
+
 def fake_cudart(err_on=None):
     """A stand-in for cuda-python's ``cuda.bindings.runtime``: tests our parsing, not CUDA."""
     ok, bad = types.SimpleNamespace(name="cudaSuccess"), types.SimpleNamespace(name="cudaErrorNoDevice")
@@ -98,6 +109,7 @@ def fake_cudart(err_on=None):
     def call(name, value):
         return lambda *a: ((bad, None) if err_on == name else (ok, value))
 
+    rt.cudaGetErrorString = lambda err: (ok, b"no CUDA-capable device is detected")
     rt.cudaGetDeviceCount = call("count", 1)
     rt.cudaGetDeviceProperties = call("props", types.SimpleNamespace(name=b"NVIDIA H100 PCIe\x00\x00", major=9, minor=0))
     rt.cudaRuntimeGetVersion = call("rt", 12060)
@@ -120,9 +132,24 @@ def test_cuda_facts_parses_cuda_python_results(monkeypatch):
                                "cuda_runtime": "12.6", "cuda_driver_api": "12.8", "driver": "560.35.03"}
 
 
-def test_cuda_errors_become_backend_unavailable(monkeypatch):
-    install_cuda(monkeypatch, fake_cudart(err_on="props"))
-    with pytest.raises(BackendUnavailableError, match="cudaGetDeviceProperties failed: cudaErrorNoDevice"):
+@pytest.mark.parametrize("err_on, call", [("count", "cudaGetDeviceCount"), ("props", "cudaGetDeviceProperties"),
+                                           ("rt", "cudaRuntimeGetVersion")])
+def test_cuda_errors_become_backend_unavailable(monkeypatch, err_on, call):
+    install_cuda(monkeypatch, fake_cudart(err_on=err_on))
+    with pytest.raises(BackendUnavailableError, match=rf"{call} failed: cudaErrorNoDevice \(no CUDA-capable"):
+        sc.cuda_facts()
+
+
+def test_real_cuda_python_without_a_gpu_is_backend_unavailable_naming_the_cause():
+    """The real cuda-python (no stand-in), on a machine without a usable driver or GPU."""
+    try:
+        from cuda.bindings import runtime as rt
+    except ImportError:
+        pytest.skip("cuda-python is not installed here")
+    err, count = rt.cudaGetDeviceCount()
+    if err == rt.cudaError_t.cudaSuccess and count > 0:
+        pytest.skip("this machine has a CUDA GPU")
+    with pytest.raises(BackendUnavailableError, match=f"cudaGetDeviceCount failed: {err.name}"):
         sc.cuda_facts()
 
 

@@ -5,6 +5,7 @@ import os
 import numpy as np
 import pytest
 
+from bonedeploy.backends import onnxrt
 from bonedeploy.backends.onnxrt import OnnxRuntimeBackend, physical_cores, resolve_provider
 from bonedeploy.errors import ArtefactError, BackendUnavailableError, ConfigError
 from onnxkit import tiny_card, tiny_logits, tiny_onnx_classifier
@@ -75,14 +76,70 @@ def test_corrupt_file_is_one_clear_error(tmp_path):
 
 
 @pytest.mark.parametrize("available, device, chain", [
-    (ALL, "auto", ALL[:2] + ["CPUExecutionProvider"]),
+    (ALL, "auto", ["CUDAExecutionProvider", "CPUExecutionProvider"]),
     (["CUDAExecutionProvider", "CPUExecutionProvider"], "auto", ["CUDAExecutionProvider", "CPUExecutionProvider"]),
+    (["TensorrtExecutionProvider", "CPUExecutionProvider"], "auto", ["CPUExecutionProvider"]),
     (["AzureExecutionProvider", "CPUExecutionProvider"], "auto", ["CPUExecutionProvider"]),
     (ALL, "cpu", ["CPUExecutionProvider"]),
-    (ALL, "cuda", ALL[:2] + ["CPUExecutionProvider"]),
+    (ALL, "cuda", ["CUDAExecutionProvider", "CPUExecutionProvider"]),
 ])
-def test_automatic_provider_order_is_tensorrt_cuda_cpu(available, device, chain):
+def test_automatic_provider_order_is_cuda_then_cpu_never_tensorrt(available, device, chain):
+    """The TensorRT EP builds an engine per session: never an automatic choice."""
     assert resolve_provider(None, available, device) == chain
+
+
+def test_tensorrt_ep_only_when_asked_then_with_cuda_and_cpu_behind_it():
+    trt = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert resolve_provider("tensorrt", ALL) == trt
+    assert resolve_provider("TensorrtExecutionProvider", ALL, "cuda") == trt
+    assert resolve_provider("tensorrt", ["TensorrtExecutionProvider", "CPUExecutionProvider"]) == [
+        "TensorrtExecutionProvider", "CPUExecutionProvider"]
+
+
+def test_tensorrt_ep_options_turn_on_engine_and_timing_caches(tmp_path):
+    cache = onnxrt.ort_trt_cache_dir("ab" * 32, "NVIDIA H100 80GB HBM3", "9.0", "10.13.0.35", "1.22.0",
+                                     base=tmp_path)
+    assert cache == tmp_path / "nvidia-h100-80gb-hbm3-sm90-trt10.13.0.35-ort1.22.0" / ("ab" * 32)
+    chain = resolve_provider("tensorrt", ALL)
+    assert onnxrt.provider_options(chain, cache) == [
+        {"trt_engine_cache_enable": "True", "trt_engine_cache_path": str(cache),
+         "trt_timing_cache_enable": "True", "trt_timing_cache_path": str(cache.parent / "timing")},
+        {}, {}]
+    assert onnxrt.provider_options(resolve_provider(None, ALL), None) == [{}, {}]
+
+
+@pytest.mark.parametrize("change", [{"gpu_name": "NVIDIA A100-SXM4-40GB", "compute_capability": "8.0"},
+                                    {"tensorrt_version": "10.3.0"}, {"ort_version": "1.23.0"},
+                                    {"model_sha256": "cd" * 32}])
+def test_the_ort_engine_cache_is_keyed_by_gpu_versions_and_model(change, tmp_path):
+    key = dict(model_sha256="ab" * 32, gpu_name="NVIDIA H100 80GB HBM3", compute_capability="9.0",
+               tensorrt_version="10.13.0.35", ort_version="1.22.0", base=tmp_path)
+    assert onnxrt.ort_trt_cache_dir(**{**key, **change}) != onnxrt.ort_trt_cache_dir(**key)
+
+
+def test_asking_for_tensorrt_passes_the_cache_options_to_onnxruntime(tiny, monkeypatch, tmp_path):
+    """Glue only (no TensorRT EP here): what reaches InferenceSession when provider=tensorrt."""
+    import onnxruntime as ort
+
+    seen, real = {}, ort.InferenceSession
+
+    def session(path, sess_options=None, providers=None, provider_options=None):
+        seen.update(providers=providers, provider_options=provider_options)
+        return real(path, sess_options=sess_options, providers=["CPUExecutionProvider"])
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ALL)
+    monkeypatch.setattr(ort, "InferenceSession", session)
+    monkeypatch.setattr("bonedeploy.artefacts.sidecar.cuda_facts",
+                        lambda device=0: {"gpu_name": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0"})
+    with OnnxRuntimeBackend(tiny, provider="tensorrt") as b:
+        cache = b.describe()["tensorrt_cache"]
+    from bonedeploy.util.fs import sha256_file
+
+    assert seen["providers"] == ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert seen["provider_options"][0]["trt_engine_cache_path"] == cache
+    assert cache.startswith(str(tmp_path / "bonedeploy" / "ort-trt" / "nvidia-h100-80gb-hbm3-sm90-trt"))
+    assert cache.endswith(sha256_file(tiny)) and seen["provider_options"][1:] == [{}, {}]
 
 
 def test_provider_override_accepts_aliases_and_lists_what_is_available():
@@ -91,7 +148,7 @@ def test_provider_override_accepts_aliases_and_lists_what_is_available():
     assert resolve_provider("TensorRT", ALL)[0] == "TensorrtExecutionProvider"
     with pytest.raises(ConfigError, match="available providers: AzureExecutionProvider, CPUExecutionProvider"):
         resolve_provider("cuda", ["AzureExecutionProvider", "CPUExecutionProvider"])
-    with pytest.raises(BackendUnavailableError, match="no GPU provider"):
+    with pytest.raises(BackendUnavailableError, match="no CUDA provider"):
         resolve_provider(None, ["CPUExecutionProvider"], "cuda")
     with pytest.raises(ConfigError, match="valid: auto, cpu, cuda"):
         resolve_provider(None, ALL, "tpu")
@@ -103,21 +160,21 @@ def test_unavailable_provider_fails_at_load_with_the_list(tiny):
 
 
 def test_failing_accelerator_falls_back_and_says_why(tiny, monkeypatch):
-    """onnxruntime-gpu lists the TensorRT EP even when TensorRT's libraries are missing; then
-    session creation fails and the next provider must be used, with the reason recorded."""
+    """onnxruntime-gpu lists the CUDA EP even when CUDA's libraries are missing; then session
+    creation fails and the next provider must be used, with the reason recorded."""
     import onnxruntime as ort
 
     real = ort.InferenceSession
 
-    def session(path, sess_options=None, providers=None):
+    def session(path, sess_options=None, providers=None, provider_options=None):
         if providers[0] != "CPUExecutionProvider":
-            raise RuntimeError("libnvinfer.so.10: cannot open shared object file")
-        return real(path, sess_options=sess_options, providers=providers)
+            raise RuntimeError("libcudnn.so.9: cannot open shared object file")
+        return real(path, sess_options=sess_options, providers=providers, provider_options=provider_options)
 
     monkeypatch.setattr(ort, "get_available_providers", lambda: ALL)
     monkeypatch.setattr(ort, "InferenceSession", session)
     with OnnxRuntimeBackend(tiny) as b:
-        assert "libnvinfer" in b.describe()["provider_fallback"]
+        assert "libcudnn" in b.describe()["provider_fallback"]
         assert b.infer(batch(1)).shape == (1, 2)
 
 

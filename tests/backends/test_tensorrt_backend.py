@@ -2,9 +2,11 @@
 
 This machine has neither TensorRT nor a GPU. The first part uses stand-ins for ``tensorrt`` and
 ``cuda.bindings.runtime`` that follow their documented call signatures: it tests OUR glue (sidecar
-first, batch splitting/padding within the profile, buffer binding, copy sizes, error-code checks,
-cleanup), not TensorRT. The tests marked ``tensorrt`` build and run a real engine and are skipped
-where TensorRT or a GPU is missing.
+first, batch splitting/padding within the profile, profile selection, buffer binding, copy sizes,
+error-code checks, cleanup), not TensorRT. The stand-in's surface is checked against tensorrt-stubs
+(the real 10.13 API). The no-driver path runs against the real cuda-python where it is installed.
+The tests marked ``tensorrt`` build and run a real engine and are skipped where TensorRT or a GPU
+is missing.
 """
 
 import ctypes
@@ -17,7 +19,7 @@ import pytest
 
 from bonedeploy.backends import cudamem
 from bonedeploy.backends.tensorrt import TensorRTBackend, plan_chunks
-from bonedeploy.errors import ArtefactError, BackendUnavailableError, IncompatibleEngineError
+from bonedeploy.errors import ArtefactError, BackendUnavailableError, ConfigError, IncompatibleEngineError
 from bonedeploy.artefacts import sidecar as sc
 from onnxkit import tiny_card, tiny_logits, tiny_onnx_classifier
 
@@ -29,6 +31,7 @@ FACTS = {"tensorrt": "10.13.0", "gpu_name": "NVIDIA H100 80GB HBM3", "compute_ca
 class Err(enum.IntEnum):
     cudaSuccess = 0
     cudaErrorMemoryAllocation = 2
+    cudaErrorInsufficientDriver = 35
 
 
 class FakeStream:
@@ -48,10 +51,15 @@ class FakeCudart(types.ModuleType):
         super().__init__("cuda.bindings.runtime")
         self.device, self.host, self.streams, self.log = {}, {}, set(), []
         self.fail_malloc = False
+        self.device_error = Err.cudaSuccess
         self._next = 0x10000
 
     def cudaGetErrorString(self, err):
-        return Err.cudaSuccess, b"out of memory"
+        return Err.cudaSuccess, {Err.cudaErrorMemoryAllocation: b"out of memory"}.get(err, b"?")
+
+    def cudaGetDeviceCount(self):
+        self.log.append(("cudaGetDeviceCount",))
+        return self.device_error, (0 if self.device_error else 1)
 
     def cudaMalloc(self, n):
         self.log.append(("cudaMalloc", n))
@@ -97,13 +105,23 @@ class FakeCudart(types.ModuleType):
 
 
 class FakeContext:
+    """Like TensorRT, runs profile 0 until another is selected, and refuses shapes outside it."""
+
     def __init__(self, engine):
-        self.engine, self.addresses, self.shapes = engine, {}, []
+        self.engine, self.addresses, self.shapes, self.profiles = engine, {}, [], []
+        self.profile = 0
+
+    def set_optimization_profile_async(self, profile_index, stream_handle):
+        assert isinstance(stream_handle, int)
+        self.profiles.append(profile_index)
+        self.profile = profile_index
+        return True
 
     def set_input_shape(self, name, shape):
         self.shapes.append(tuple(shape))
         self.shape = tuple(shape)
-        return self.engine.min_b <= shape[0] <= self.engine.max_b
+        lo, hi = self.engine.PROFILES[self.profile]
+        return lo <= shape[0] <= hi
 
     def set_tensor_address(self, name, ptr):
         self.addresses[name] = ptr
@@ -120,9 +138,14 @@ class FakeContext:
 
 
 class FakeEngine:
-    def __init__(self, cudart, min_b=2, max_b=4):
-        self.cudart, self.min_b, self.max_b = cudart, min_b, max_b
-        self.num_io_tensors = 2
+    """Two optimisation profiles: batch [2, 4] (profile 0) and [1, 8] (profile 1)."""
+
+    num_io_tensors = 2
+    num_optimization_profiles = 2
+    PROFILES = ((2, 4), (1, 8))
+
+    def __init__(self, cudart):
+        self.cudart = cudart
 
     def get_tensor_name(self, i):
         return ["input", "logits"][i]
@@ -136,8 +159,9 @@ class FakeEngine:
     def get_tensor_shape(self, name):
         return (-1, 1, 32, 32) if name == "input" else (-1, 2)
 
-    def get_tensor_profile_shape(self, name, profile):
-        return [(b, 1, 32, 32) for b in (self.min_b, self.max_b, self.max_b)]
+    def get_tensor_profile_shape(self, name, profile_index):
+        lo, hi = self.PROFILES[profile_index]
+        return [(b, 1, 32, 32) for b in (lo, hi, hi)]
 
     def create_execution_context(self):
         self.context = FakeContext(self)
@@ -192,6 +216,24 @@ def images(n):
 
 
 # ---------------------------------------------------------------------------- glue tests
+def test_the_runtime_stand_in_offers_only_what_tensorrt_has():
+    """Every stand-in member the backend uses exists in TensorRT 10.13 (tensorrt-stubs), is not
+    removed in 11, and has TensorRT's kind and arity: a call TensorRT lacks fails here."""
+    from pathlib import Path
+
+    from backends import trtstubs
+    from bonedeploy.backends import tensorrt as backend_module
+
+    if not trtstubs.stub_files():
+        pytest.skip("tensorrt-stubs is not installed (pip install --no-deps tensorrt-stubs)")
+    trt = fake_tensorrt(FakeCudart())
+    stand_ins = {"": trt, "Logger": trt.Logger, "TensorIOMode": trt.TensorIOMode, "Runtime": trt.Runtime,
+                 "ICudaEngine": FakeEngine, "IExecutionContext": FakeContext}
+    used = trtstubs.attribute_names(Path(backend_module.__file__).read_text())
+    assert {"set_optimization_profile_async", "execute_async_v3", "get_tensor_profile_shape"} <= used
+    assert trtstubs.stand_in_problems(stand_ins, used, trtstubs.surface()) == []
+
+
 @pytest.mark.parametrize("n, lo, hi, chunks", [
     (9, 2, 4, [(0, 4, 4), (4, 4, 4), (8, 1, 2)]),
     (3, 1, 8, [(0, 3, 3)]),
@@ -247,16 +289,96 @@ def test_cuda_error_codes_become_errors_naming_the_call_and_nothing_leaks(fakes,
     assert not fakes.cudart.host and not fakes.cudart.streams
 
 
-@pytest.mark.skipif("tensorrt" in sys.modules, reason="checks the error where TensorRT is absent")
-def test_without_tensorrt_the_error_says_what_to_do(engine):
-    pytest.importorskip("bonedeploy.artefacts.sidecar")
+def _real_tensorrt_installed():
     try:
-        import tensorrt  # noqa: F401
-        pytest.skip("TensorRT is installed here")
+        import tensorrt
     except ImportError:
-        pass
-    with pytest.raises(BackendUnavailableError, match="needs TensorRT.*onnxruntime"):
+        return False
+    return isinstance(getattr(tensorrt, "__version__", None), str)  # not a stubs-only namespace
+
+
+@pytest.mark.skipif(_real_tensorrt_installed(), reason="checks the error where TensorRT is absent")
+def test_without_tensorrt_the_error_says_what_to_do(engine, monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorrt", None)  # import fails as when not installed
+    with pytest.raises(BackendUnavailableError, match="TensorRT is not installed.*needs TensorRT.*onnxruntime"):
         TensorRTBackend(engine).load()
+
+
+def test_a_stubs_only_tensorrt_is_not_installed_tensorrt(engine, monkeypatch):
+    """``pip install tensorrt-stubs`` leaves a ``tensorrt/`` folder of .pyi files that imports as
+    an empty namespace package; that must read "not installed", not an AttributeError later."""
+    stub_only = types.ModuleType("tensorrt")
+    stub_only.__path__ = ["/site-packages/tensorrt"]
+    monkeypatch.setitem(sys.modules, "tensorrt", stub_only)
+    with pytest.raises(BackendUnavailableError, match=r"not installed.*/site-packages/tensorrt.*tensorrt-stubs"):
+        TensorRTBackend(engine).load()
+
+
+def test_profile_option_selects_that_profile_on_the_context(fakes, engine):
+    """Glue test with the stand-in: profile=1's limits are read AND the context is switched to it
+    (set_optimization_profile_async), so a batch of 8, outside profile 0, runs unsplit."""
+    x = images(8)
+    with TensorRTBackend(engine, profile=1) as b:
+        out = b.infer(x)
+        assert b.describe()["profile_batch"] == [1, 8] and b.describe()["profile"] == 1
+        ctx = fakes.trt.engine.context
+    assert ctx.profiles == [1] and ctx.shapes == [(8, 1, 32, 32)]
+    np.testing.assert_allclose(out, tiny_logits(x), atol=1e-6)
+    with TensorRTBackend(engine) as b:  # the default is profile 0, selected explicitly too
+        b.infer(x)
+    assert fakes.trt.engine.context.profiles == [0]
+
+
+@pytest.mark.parametrize("profile, match", [
+    (2, r"profile 2 does not exist in model\.trt; valid profiles: 0\.\.1"),
+    (-1, "indices start at 0"),
+    ("first", "not an optimisation profile index"),
+])
+def test_an_invalid_profile_lists_the_valid_range(fakes, engine, profile, match):
+    with pytest.raises(ConfigError, match=match):
+        TensorRTBackend(engine, profile=profile).load()
+    assert not fakes.cudart.device and not fakes.cudart.host and not fakes.cudart.streams
+
+
+def test_no_cuda_driver_is_backend_unavailable_naming_cudas_reason(fakes, engine):
+    """Stand-in for the driver's answer: the error code is checked before the count is used."""
+    fakes.cudart.device_error = Err.cudaErrorInsufficientDriver
+    with pytest.raises(BackendUnavailableError, match="cudaGetDeviceCount failed: cudaErrorInsufficientDriver"):
+        TensorRTBackend(engine).load()
+    assert fakes.trt.calls == [] and not fakes.cudart.device and not fakes.cudart.streams
+
+
+def _real_cuda_python_without_a_gpu():
+    try:
+        from cuda.bindings import runtime as rt
+    except ImportError:
+        pytest.skip("cuda-python is not installed here")
+    err, count = rt.cudaGetDeviceCount()
+    if err == rt.cudaError_t.cudaSuccess and count > 0:
+        pytest.skip("this machine has a CUDA GPU: the no-device path cannot be reached")
+    return err
+
+
+def test_real_cuda_python_without_a_driver_names_the_cause():
+    """The real cuda-python on a machine without a usable driver/GPU (here: cudaGetDeviceCount
+    returns cudaErrorInsufficientDriver): a clear BackendUnavailableError, not a tuple error."""
+    err = _real_cuda_python_without_a_gpu()
+    with pytest.raises(BackendUnavailableError, match=rf"cudaGetDeviceCount failed: {err.name} \(") as info:
+        cudamem.open_cuda("cuda-python")
+    assert "no usable CUDA device" in str(info.value)
+    with pytest.raises(BackendUnavailableError, match=rf"cuda-python: .*{err.name}.*pycuda"):
+        cudamem.open_cuda()  # auto: both bindings' reasons
+
+
+def test_real_cuda_python_stops_the_backend_load_with_that_cause(engine, monkeypatch):
+    """TensorRT is a stand-in here (glue), CUDA is the real cuda-python: load() gets as far as
+    asking CUDA for the GPU and stops with CUDA's reason, before any engine is deserialised."""
+    err = _real_cuda_python_without_a_gpu()
+    trt = fake_tensorrt(None)
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    with pytest.raises(BackendUnavailableError, match=rf"cudaGetDeviceCount failed: {err.name}"):
+        TensorRTBackend(engine).load()
+    assert trt.calls == []
 
 
 def test_falls_back_to_pycuda_when_cuda_python_is_missing(monkeypatch):

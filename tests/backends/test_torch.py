@@ -74,6 +74,28 @@ def test_cpu_refuses_fp16_and_cuda_graphs_listing_valid_combinations(vgg8, opts,
 
 
 @pytest.mark.skipif(CUDA, reason="checks the no-GPU error")
+@pytest.mark.parametrize("before", [False, True])
+def test_close_restores_the_global_cudnn_benchmark_flag(vgg8, before, monkeypatch):
+    """cuda_graph sets the process-wide torch.backends.cudnn.benchmark while loaded. Capture needs
+    a GPU, so the flip is done by hand here (as _capture_graph does); close() must undo it."""
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", before)
+    backend = TorchBackend(vgg8[1], device="cpu").load()
+    torch.backends.cudnn.benchmark = not before
+    backend.close()
+    assert torch.backends.cudnn.benchmark is before
+
+
+def test_a_failed_load_restores_the_cudnn_benchmark_flag(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+    (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
+    backend = TorchBackend(tmp_path / "bad.pt", device="cpu")
+    monkeypatch.setattr(backend, "_load_model", lambda *a: (setattr(torch.backends.cudnn, "benchmark", True),
+                                                             1 / 0))
+    with pytest.raises(ZeroDivisionError):
+        backend.load()
+    assert torch.backends.cudnn.benchmark is False
+
+
 def test_cuda_without_a_gpu_is_unavailable(vgg8):
     with pytest.raises(BackendUnavailableError, match="no CUDA GPU"):
         TorchBackend(vgg8[1], device="cuda").load()

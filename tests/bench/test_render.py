@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 from rich.console import Console
 
+from bonedeploy.bench import render
 from bonedeploy.bench.render import report
 from bonedeploy.bench import ArtefactResult, BenchConfig, BenchReport, Target, summarize
 
@@ -89,7 +90,7 @@ def test_markdown_holds_every_number(result):
 
 def test_write_outputs_json_md_png(result, tmp_path):
     out = tmp_path / "out"
-    written = report.write_outputs(result, out / "b.json", out / "b.md", out / "b.png")
+    written = render.write_outputs(result, out / "b.json", out / "b.md", out / "b.png")
     assert [p.name for p in written] == ["b.json", "b.md", "b.png"]
     d = json.loads((out / "b.json").read_text())
     t = d["results"][1]["timings"]["compute"]["8"]
@@ -109,6 +110,6 @@ def test_plot_without_any_measured_row(tmp_path):
     trt = ArtefactResult(Target("tensorrt", "TensorRT", Path("model.trt"), "tensorrt", "unknown"),
                          status="unavailable", reason="no TensorRT")
     d = BenchReport(cfg, MACHINE, [trt]).to_dict()
-    report.write_outputs(d, plot_path=tmp_path / "empty.png")
+    render.write_outputs(d, plot_path=tmp_path / "empty.png")
     assert (tmp_path / "empty.png").stat().st_size > 1000
     assert "| TensorRT | unavailable |" in report.to_markdown(d)

@@ -61,7 +61,7 @@ def test_bench_writes_reports_and_lists_what_cannot_run(tmp_path, data, capsys):
             assert rows[key]["timings"][mode]["3"]["iterations"] >= 2
     assert rows["onnx-fp16"]["parity"]["top1_agreement"] == 1.0
     assert rows["onnx-fp32"]["parity"]["accuracy_cand"] == 1.0  # labelled --data, all right
-    assert d["data"]["kind"] == "data" and d["data"]["n"] == 10
+    assert d["data"]["kind"] == "data folder" and d["data"]["n"] == 10
     assert rows["torch-fp32"]["status"] == "missing" and "bonedeploy train" in rows["torch-fp32"]["reason"]
     assert rows["onnx-int8"]["status"] == "missing" and "--precision fp32,fp16,int8" in rows["onnx-int8"]["reason"]
     assert rows["tensorrt"]["status"] in ("missing", "unavailable")

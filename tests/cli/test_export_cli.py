@@ -124,7 +124,7 @@ def _bad_checkpoints(tmp_path):
     foreign = tmp_path / "foreign.pt"
     torch.save({"weights": torch.zeros(2)}, foreign)
     pickled = tmp_path / "pickled.pt"
-    torch.save({"format": "bonedeploy.artefacts.checkpoint/1", "obj": Path("x")}, pickled)
+    torch.save({"format": "bonedeploy.checkpoint/1", "obj": Path("x")}, pickled)
     return {"truncated.pt": (trunc, "unreadable or truncated"), "foreign.pt": (foreign, "not a bonedeploy checkpoint"),
             "pickled.pt": (pickled, "refused by torch.load(weights_only=True)")}
 

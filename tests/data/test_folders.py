@@ -1,4 +1,4 @@
-"""Image folders, the split manifest and the decode-once cache."""
+"""Image folders and the split manifest."""
 
 import json
 from pathlib import Path
@@ -7,10 +7,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bonedeploy.data.folders import (SPLIT_FORMAT, DecodedSet, FolderScan, SplitManifest, decode_dataset,
-                             list_images, make_split, scan_image_folder, split_from_folders)
+from bonedeploy.data.folders import FolderScan, list_images, scan_image_folder
+from bonedeploy.data.split import SPLIT_FORMAT, SplitManifest, make_split, split_from_folders
 from bonedeploy.errors import ConfigError, DataError
-from bonedeploy.data.imageio import load_preprocessed
 from bonedeploy.data.preprocess import PreprocessSpec
 
 SPEC = PreprocessSpec(crop_size=16)
@@ -196,60 +195,3 @@ def test_split_from_folders(tmp_path):
     with pytest.raises(DataError, match="class folders differ") as info:
         split_from_folders(tmp_path / "Train", tmp_path / "Val")
     assert "'Other'" in str(info.value) and str(tmp_path / "Train") in str(info.value)
-
-
-# ---------------------------------------------------------------- decode-once cache
-
-
-@pytest.fixture
-def labelled(tmp_path):
-    root = tmp_path / "d"
-    for i in range(5):
-        png(root / "Fractured" / f"f{i}.png", 10 * i)
-        png(root / "Normal" / f"n{i}.png", 10 * i + 5, size=(21, 9))
-    return root
-
-
-@pytest.mark.parametrize("workers", [1, 2])
-def test_decode_dataset_matches_per_image_preprocessing(labelled, workers):
-    scan = scan_image_folder(labelled)
-    seen = []
-    data = decode_dataset(labelled, scan.items, SPEC, workers=workers,
-                          progress=lambda done, total: seen.append((done, total)))
-    assert isinstance(data, DecodedSet) and len(data) == 10 and data.bad == []
-    assert data.x.shape == (10, 1, 16, 16) and data.x.dtype == np.float32
-    assert data.y.dtype == np.int64 and data.y.tolist() == [0] * 5 + [1] * 5
-    assert data.paths == [labelled / p for p, _ in scan.items]
-    for i, path in enumerate(data.paths):
-        np.testing.assert_array_equal(data.x[i], load_preprocessed(path, SPEC))
-    assert seen[0] == (0, 10) and seen[-1] == (10, 10)
-
-
-def test_decode_lists_every_bad_file_or_skips_them(labelled):
-    (labelled / "Fractured" / "f1.png").write_bytes(b"")
-    png_bytes = (labelled / "Normal" / "n3.png").read_bytes()
-    (labelled / "Normal" / "n3.png").write_bytes(png_bytes[: len(png_bytes) // 2])
-    split = make_split(scan_image_folder(labelled), val_fraction=0.2)
-    items = split.train + split.val  # manifest entries (dicts) are accepted too
-    with pytest.raises(DataError) as info:
-        decode_dataset(labelled, items, SPEC, workers=2)
-    msg = str(info.value)
-    assert msg.splitlines()[0].startswith("2 of 10 images")
-    assert f"{labelled / 'Fractured' / 'f1.png'}: empty file" in msg
-    assert f"{labelled / 'Normal' / 'n3.png'}: truncated" in msg
-
-    data = decode_dataset(labelled, items, SPEC, workers=2, skip_bad=True)
-    assert len(data) == 8 and data.x.shape[0] == 8 and data.y.shape == (8,)
-    assert [p.name for p, _ in data.bad] == ["f1.png", "n3.png"]
-    bad_names = {"Fractured/f1.png", "Normal/n3.png"}
-    assert data.paths == [labelled / e["path"] for e in items if e["path"] not in bad_names]
-    for i, path in enumerate(data.paths):  # rows still line up with their paths
-        np.testing.assert_array_equal(data.x[i], load_preprocessed(path, SPEC))
-        assert data.y[i] == (0 if path.parent.name == "Fractured" else 1)
-
-
-def test_decode_all_bad_is_an_error_even_when_skipping(tmp_path):
-    touch(tmp_path / "A" / "a.png", "")
-    touch(tmp_path / "B" / "b.png", "junk")
-    with pytest.raises(DataError, match="none of the 2 images"):
-        decode_dataset(tmp_path, [("A/a.png", 0), ("B/b.png", 1)], SPEC, skip_bad=True)

@@ -8,6 +8,8 @@ import json
 
 import numpy as np
 import pytest
+
+from bonedeploy.ui.progress import Progress
 from PIL import Image
 
 from bonedeploy.cli.app import main
@@ -149,7 +151,16 @@ def dataset(tmp_path_factory):
     out = tmp_path_factory.mktemp("synth") / "ds"
     cfg = SynthConfig(n=6, test_n=4, seed=4)
     seen = []
-    summary = generate_dataset(out, cfg, progress=lambda d, t: seen.append((d, t)), workers=2)
+
+    class Record(Progress):
+        def start(self, description, total=None, done=0):
+            self.total, self.done = total, done
+
+        def advance(self, n=1):
+            self.done += n
+            seen.append((self.done, self.total))
+
+    summary = generate_dataset(out, cfg, progress=Record(), workers=2)
     return out, cfg, summary, seen
 
 

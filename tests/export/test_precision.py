@@ -1,7 +1,5 @@
 """fp16 and int8 QDQ variants: types, IO kept float32, metadata, calibration sources and errors."""
 
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest

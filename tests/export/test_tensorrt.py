@@ -2,10 +2,12 @@
 
 (a) engine-independent logic: batch profile arithmetic and validation, timing-cache naming, flags;
 (b) our builder code run against a stand-in ``tensorrt`` module exposing only the TensorRT 11
-    Python surface: this checks OUR calls (no removed API is touched), not TensorRT itself;
+    Python surface: this checks OUR calls (no removed API is touched), not TensorRT itself; the
+    stand-in's own surface is checked against tensorrt-stubs (the real TensorRT 10.13 API);
 (c) real build-and-run tests, marked ``tensorrt``, skipped unless TensorRT and a GPU are present.
 """
 
+import functools
 import importlib.machinery
 import json
 import sys
@@ -57,7 +59,7 @@ def test_network_flags_set_strongly_typed_only_where_it_exists():
 
 
 # --- (b) the TensorRT 11 stand-in ------------------------------------------------------------------
-def fake_tensorrt11(calls, parse_errors=(), build_ok=True):
+def fake_tensorrt11(calls, parse_errors=(), build_ok=True, build_log=()):
     """A module with ONLY TensorRT 11's Python names for what a builder touches: no BuilderFlag.FP16
     /INT8, no EXPLICIT_BATCH, no calibrators or int8_calibrator. Objects use __slots__, so setting
     a removed attribute (config.int8_calibrator = ...) fails too. It records every call."""
@@ -68,18 +70,33 @@ def fake_tensorrt11(calls, parse_errors=(), build_ok=True):
 
     def rec(name):
         def deco(fn):
+            @functools.wraps(fn)  # the surface check reads the real signature
             def wrapper(*a, **k):
                 calls.append((name, a[1:], k))  # a[0] is self
                 return fn(*a, **k)
             return wrapper
         return deco
 
-    class Logger:
-        __slots__ = ("min_severity",)
+    class ILogger:
+        class Severity:
+            INTERNAL_ERROR, ERROR, WARNING, INFO, VERBOSE = range(5)
+
         INTERNAL_ERROR, ERROR, WARNING, INFO, VERBOSE = range(5)
+
+        def log(self, severity, msg):
+            pass
+
+    class Logger(ILogger):
+        __slots__ = ("min_severity",)
 
         def __init__(self, min_severity=2):
             self.min_severity = min_severity
+
+    class Dims(tuple):
+        pass
+
+    class ErrorCode:
+        UNSUPPORTED_NODE = types.SimpleNamespace(name="UNSUPPORTED_NODE")
 
     class NetworkDefinitionCreationFlag:  # 11.0: STRONGLY_TYPED kept (ignored), EXPLICIT_BATCH gone
         STRONGLY_TYPED, PREFER_AOT_PYTHON_PLUGINS, PREFER_JIT_PYTHON_PLUGINS = 0, 1, 2
@@ -90,11 +107,19 @@ def fake_tensorrt11(calls, parse_errors=(), build_ok=True):
     class MemoryPoolType:
         WORKSPACE, DLA_MANAGED_SRAM, DLA_LOCAL_DRAM, DLA_GLOBAL_DRAM, TACTIC_DRAM = range(5)
 
-    class Tensor:
-        __slots__ = ("name", "shape")
+    class ITensor:
+        __slots__ = ("_name", "_shape")
 
         def __init__(self, name, shape):
-            self.name, self.shape = name, shape
+            self._name, self._shape = name, shape
+
+        @property
+        def name(self):
+            return self._name
+
+        @property
+        def shape(self):
+            return self._shape
 
     class INetworkDefinition:
         __slots__ = ("flags", "inputs")
@@ -110,16 +135,25 @@ def fake_tensorrt11(calls, parse_errors=(), build_ok=True):
             return self.inputs[i]
 
     class ParserError:
-        __slots__ = ("_desc", "_node")
+        __slots__ = ("_desc", "_node", "_op")
 
-        def __init__(self, desc, node):
-            self._desc, self._node = desc, node
+        def __init__(self, desc, node, op):
+            self._desc, self._node, self._op = desc, node, op
 
         def desc(self):
             return self._desc
 
         def node(self):
             return self._node
+
+        def node_name(self):
+            return f"{self._op}_{self._node}"
+
+        def node_operator(self):
+            return self._op
+
+        def code(self):
+            return ErrorCode.UNSUPPORTED_NODE
 
     class OnnxParser:
         __slots__ = ("network", "errors")
@@ -132,11 +166,11 @@ def fake_tensorrt11(calls, parse_errors=(), build_ok=True):
             import onnx
 
             if parse_errors:
-                self.errors = [ParserError(d, n) for d, n in parse_errors]
+                self.errors = [ParserError(*e) for e in parse_errors]
                 return False
             inp = onnx.load(path, load_external_data=False).graph.input[0]
             dims = [d.dim_value or -1 for d in inp.type.tensor_type.shape.dim]
-            self.network.inputs.append(Tensor(inp.name, tuple(dims)))
+            self.network.inputs.append(ITensor(inp.name, tuple(dims)))
             return True
 
         @property
@@ -213,9 +247,13 @@ def fake_tensorrt11(calls, parse_errors=(), build_ok=True):
 
         @rec("build_serialized_network")
         def build_serialized_network(self, network, config):
+            for msg in build_log:
+                self.logger.log(ILogger.Severity.ERROR, msg)
             return b"ENGINE:" + network.inputs[0].name.encode() if build_ok else None
 
-    for obj in (Logger, NetworkDefinitionCreationFlag, BuilderFlag, MemoryPoolType, OnnxParser, Builder):
+    for obj in (ILogger, Logger, Dims, ErrorCode, NetworkDefinitionCreationFlag, BuilderFlag, MemoryPoolType,
+                ITensor, INetworkDefinition, ParserError, OnnxParser, ITimingCache, IOptimizationProfile,
+                IBuilderConfig, Builder):
         setattr(trt, obj.__name__, obj)
     return trt
 
@@ -264,22 +302,47 @@ def test_builder_uses_only_tensorrt11_api_and_writes_engine_sidecar_and_cache(tr
     assert dict((c[0], c[1]) for c in trt11)["create_timing_cache"] == (b"+timings",)
 
 
-def test_every_parser_error_is_reported(monkeypatch, tiny_onnx, tmp_path):
-    errors = [("Unsupported operator Foo", 3), ("Invalid weights for Bar", 7)]
+def test_every_parser_error_is_reported_in_full(monkeypatch, tiny_onnx, tmp_path):
+    errors = [("Unsupported operator Foo", 3, "Foo"), ("Invalid weights\nshape (3,) vs (4,)", 7, "Bar")]
     monkeypatch.setitem(sys.modules, "tensorrt", fake_tensorrt11([], parse_errors=errors))
     with pytest.raises(ArtefactError) as info:
         bt.build_engine(tiny_onnx[0], tmp_path / "m.trt", tiny_onnx[1], bt.BatchProfile(), facts=FACTS,
                         use_timing_cache=False, log=lambda m: None)
-    assert "[node 3] Unsupported operator Foo; [node 7] Invalid weights for Bar" in str(info.value)
+    assert str(info.value).splitlines() == [
+        f"{tiny_onnx[0]}: TensorRT's ONNX parser failed:",
+        "  [node 3 (Foo_3, Foo)] UNSUPPORTED_NODE: Unsupported operator Foo",
+        "  [node 7 (Bar_7, Bar)] UNSUPPORTED_NODE: Invalid weights",
+        "  shape (3,) vs (4,)",
+    ]
     assert not (tmp_path / "m.trt").exists() and not (tmp_path / "m.trt.json").exists()
 
 
-def test_a_failed_build_leaves_no_engine(monkeypatch, tiny_onnx, tmp_path):
-    monkeypatch.setitem(sys.modules, "tensorrt", fake_tensorrt11([], build_ok=False))
-    with pytest.raises(ArtefactError, match="could not build an engine"):
+def test_a_failed_build_leaves_no_engine_and_keeps_what_tensorrt_logged(monkeypatch, tiny_onnx, tmp_path):
+    log = ["[optimizer] Error Code 4: no tactic for node Conv_0\nrequested 9000 MiB", "second error"]
+    monkeypatch.setitem(sys.modules, "tensorrt", fake_tensorrt11([], build_ok=False, build_log=log))
+    with pytest.raises(ArtefactError) as info:
         bt.build_engine(tiny_onnx[0], tmp_path / "m.trt", tiny_onnx[1], bt.BatchProfile(), facts=FACTS,
                         use_timing_cache=False, log=lambda m: None)
+    lines = str(info.value).splitlines()
+    assert "could not build an engine" in lines[0]
+    assert lines[1:] == ["  [optimizer] Error Code 4: no tactic for node Conv_0", "  requested 9000 MiB",
+                         "  second error"]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_builder_stand_in_offers_only_what_tensorrt_has():
+    """Every stand-in member our builder code uses exists in TensorRT 10.13 (tensorrt-stubs), is not
+    removed in 11, and has TensorRT's kind and arity: a call TensorRT lacks fails here."""
+    from backends import trtstubs
+
+    if not trtstubs.stub_files():
+        pytest.skip("tensorrt-stubs is not installed (pip install --no-deps tensorrt-stubs)")
+    trt = fake_tensorrt11([])
+    stand_ins = {"": trt, "ILogger.Severity": trt.ILogger.Severity,
+                 **{name: getattr(trt, name) for name in vars(trt) if isinstance(getattr(trt, name), type)}}
+    used = trtstubs.attribute_names(Path(bt.__file__).read_text())
+    assert {"parse_from_file", "set_shape", "build_serialized_network", "desc"} <= used
+    assert trtstubs.stand_in_problems(stand_ins, used, trtstubs.surface()) == []
 
 
 def test_export_pipeline_builds_and_gates_the_engine_with_the_stand_in(trt11, tmp_path, monkeypatch):

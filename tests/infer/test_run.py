@@ -15,7 +15,8 @@ from PIL import Image
 from bonedeploy.errors import ArtefactError, ConfigError, DataError
 from bonedeploy.infer.run import InferConfig, run_inference
 from bonedeploy.eval.metrics import softmax
-from bonedeploy.data.prefetch import decode_batch
+from bonedeploy.data.decode import decode_batch
+from bonedeploy.ui.progress import Progress
 from onnxkit import tiny_card, tiny_logits, tiny_onnx_classifier
 
 
@@ -136,15 +137,40 @@ class Killed(Exception):
     pass
 
 
-def kill_after(batches):
-    calls = []
+class kill_after(Progress):
+    """Interrupts the run once ``batches`` batches are written (as Ctrl-C would)."""
 
-    def progress(done, total, errors):
-        calls.append(done)
-        if len(calls) > batches:  # the first call announces the start
+    def __init__(self, batches):
+        self.batches, self.updates = batches, 0
+
+    def update(self, done, total=None, note=None):
+        self.updates += 1
+        if self.updates >= self.batches:
             raise Killed
 
-    return progress
+
+def test_progress_counts_resumed_images_and_notes_errors(model, folder, tmp_path):
+    (folder / "Normal" / "broken.png").write_bytes(b"")
+
+    class Record(Progress):
+        def __init__(self):
+            self.calls = []
+
+        def start(self, description, total=None, done=0):
+            self.calls.append(("start", done, total))
+
+        def update(self, done, total=None, note=None):
+            self.calls.append(("update", done, note))
+
+    out = tmp_path / "p.csv"
+    with pytest.raises(Killed):
+        run_inference(cfg(model, [folder], out), progress=kill_after(1))
+    seen = Record()
+    run_inference(cfg(model, [folder], out, resume=True), progress=seen)
+    first_batch = cfg(model, [folder], out).batch_size
+    assert seen.calls[0] == ("start", first_batch, 13)  # resumed images are counted as done
+    assert seen.calls[-1] == ("update", 13, "1 failed")
+    assert [c[1] for c in seen.calls[1:]] == sorted(c[1] for c in seen.calls[1:])
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".json"])
@@ -261,10 +287,10 @@ def crashing_decode(paths, spec):
 
 @pytest.mark.slow
 def test_a_decoder_crash_costs_one_error_row(model, folder, tmp_path, monkeypatch):
-    import bonedeploy.data.prefetch
+    import bonedeploy.data.decode
 
     write_png(folder / "Normal" / "crash.png", 50)
-    monkeypatch.setattr(bonedeploy.data.prefetch, "decode_batch", crashing_decode)
+    monkeypatch.setattr(bonedeploy.data.decode, "decode_batch", crashing_decode)
     result = run_inference(cfg(model, [folder], tmp_path / "p.csv", workers=1, pool="process"))
     rows = read_csv(tmp_path / "p.csv")
     assert len(rows) == 13 and result.ok == 12
@@ -276,9 +302,15 @@ KILLABLE = """
 import sys, time
 from pathlib import Path
 from bonedeploy.infer.run import InferConfig, run_inference
+from bonedeploy.ui.progress import Progress
+
+class Slow(Progress):
+    def update(self, done, total=None, note=None):
+        time.sleep(0.2)
+
 cfg = InferConfig(engine=Path(sys.argv[1]), inputs=(Path(sys.argv[2]),), out=Path(sys.argv[3]),
                   batch_size=2, workers=0)
-run_inference(cfg, progress=lambda done, total, errors: time.sleep(0.2))
+run_inference(cfg, progress=Slow())
 """
 
 

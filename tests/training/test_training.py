@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -54,7 +53,7 @@ def test_best_pt_is_weights_only_and_self_describing(run):
     assert raw["config"]["lr"] == 1e-3 and raw["config"]["epochs"] == 3  # registry defaults
     assert raw["config"]["device"] == "cpu" and raw["config"]["precision"] == "fp32"
     assert raw["model_kwargs"] == {"dropout": 0.5}
-    assert raw["split"]["format"] == "bonedeploy.data.split/1"
+    assert raw["split"]["format"] == "bonedeploy.split/1"
     assert len(raw["split"]["train"]) == 16 and len(raw["split"]["val"]) == 4
     assert all(len(e["sha256"]) == 64 for e in raw["split"]["train"])
     assert raw["versions"]["torch"] == str(torch.__version__) and "bonedeploy" in raw["versions"]

@@ -9,9 +9,9 @@ import math
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
 from rich.table import Table
 
-from bonedeploy.util.fs import write_json, write_text
 
 MODE_TITLES = {"compute": "compute only (preprocessed batch in memory)",
                "e2e": "end to end (files on disk → decode → preprocess → infer)"}
@@ -88,30 +88,30 @@ STATUS_SHORT = {"ok": "✅ ok", "gate failed": "❌ gate", "error": "❌ error",
                 "incompatible": "❎ incompat.", "unavailable": "❎ n/a", "missing": "❎ missing"}
 
 
-def rich_table(d: dict[str, Any], mode: str = "compute", parity: bool = True) -> Table:
+def rich_table(d: dict[str, Any], mode: str = "compute", parity: bool = True, width: int = 200) -> Table:
     """Ultralytics-style: one row per artefact, status, size, accuracy and agreement with the
-    reference, then p50 latency and throughput (× the reference) per batch size."""
+    reference, then p50 latency and throughput (× the reference) per batch size. At ``width``
+    the artefact and its status print whole; parity columns, then the largest batches, go first."""
     from rich import box
+
+    from bonedeploy.ui.tables import KEY, Col, fit_table
 
     bss = d["config"]["batch_sizes"]
     ref = reference(d)
-    t = Table(title=f"bonedeploy bench — {MODE_TITLES[mode]}", box=box.SIMPLE_HEAD,
-              caption=f"reference: {ref['label'] if ref else 'none'}; per batch: p50 ms, images/s "
-                      "(× reference)", caption_justify="left")
-    t.add_column("artefact", ratio=1, min_width=12)
-    t.add_column("status", no_wrap=True)
-    for col in ("MB", "acc", "Δacc pp", "agree", "max|Δp|") if parity else ("MB",):
-        t.add_column(col, justify="right", no_wrap=True)
-    for bs in bss:
-        t.add_column(f"batch {bs}", justify="right", no_wrap=True)
+    cols = [Col("artefact", KEY, "left"), Col("status", KEY, "left")]
+    cols += [Col(h, p) for h, p in (("MB", 1), ("acc", 3), ("Δacc pp", 2), ("agree", 4), ("max|Δp|", 0))
+             if parity or h == "MB"]
+    cols += [Col(f"batch {bs}", 100 - i) for i, bs in enumerate(bss)]
+    rows = []
     for r in d["results"]:
         pc = parity_cells(r)
         dacc = (r.get("parity") or {}).get("accuracy_delta")
-        cells = [_cell(d, r, mode, bs) for bs in bss]
         acc = [pc["acc"], "–" if dacc is None else f"{dacc * 100:+.1f}", pc["agree"], pc["dprob"]]
-        t.add_row(r["label"], STATUS_SHORT.get(r["status"], r["status"]), _f(r.get("size_mb"), ".1f"),
-                  *(acc if parity else []), *cells)
-    return t
+        rows.append([escape(r["label"]), STATUS_SHORT.get(r["status"], r["status"]), _f(r.get("size_mb"), ".1f"),
+                     *(acc if parity else []), *(_cell(d, r, mode, bs) for bs in bss)])
+    return fit_table(cols, rows, width, title=f"bonedeploy bench — {MODE_TITLES[mode]}", box=box.SIMPLE_HEAD,
+                     caption=f"reference: {ref['label'] if ref else 'none'}; per batch: p50 ms, images/s "
+                             "(× reference)", caption_justify="left")
 
 
 def _cell(d: dict[str, Any], r: dict[str, Any], mode: str, bs: int) -> str:
@@ -130,7 +130,7 @@ def _rate(v: float) -> str:
 
 def print_report(d: dict[str, Any], console) -> None:
     for i, mode in enumerate(modes(d) or ["compute"]):
-        console.print(rich_table(d, mode, parity=i == 0))
+        console.print(rich_table(d, mode, parity=i == 0, width=console.width))
     for r in d["results"]:
         if r["status"] != "ok" and r.get("reason"):
             console.print(f"[bold]{r['label']}[/]: {r['status']}: {r['reason']}", highlight=False)
@@ -237,21 +237,3 @@ def to_markdown(d: dict[str, Any]) -> str:
     if extra:
         lines += ["## Warnings and notes", "", *[f"- {w}" for w in extra], ""]
     return "\n".join(lines)
-
-
-# --- files -----------------------------------------------------------------------------------
-def write_outputs(d: dict[str, Any], json_path: str | Path | None = None,
-                  md_path: str | Path | None = None, plot_path: str | Path | None = None) -> list[Path]:
-    written = []
-    if json_path:
-        write_json(json_path, d)
-        written.append(Path(json_path))
-    if md_path:
-        write_text(md_path, to_markdown(d))
-        written.append(Path(md_path))
-    if plot_path:
-        from bonedeploy.bench.render.plot import plot_report
-
-        plot_report(d, plot_path)
-        written.append(Path(plot_path))
-    return written

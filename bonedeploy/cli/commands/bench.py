@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from bonedeploy.bench.results import BenchConfig
+from bonedeploy.cli.options import default_of
 from bonedeploy.errors import ConfigError
 
 COMMAND_KWARGS = {"no_args_is_help": False}
@@ -29,13 +31,16 @@ def command(
                                  "model*.onnx / model.trt (default: the current directory)."),
     data: Path = typer.Option(None, "--data", help="Labelled image folder (Fractured/, Normal/) "
                               "for parity; default: the checkpoint's validation split, else synthetic."),
-    batch_sizes: str = typer.Option("1,8,32", "--batch-sizes", help="Comma-separated batch sizes."),
-    duration: float = typer.Option(3.0, "--duration", help="Seconds measured per batch size (at "
-                                   "least --min-iters iterations)."),
-    warmup: float = typer.Option(0.2, "--warmup", help="Seconds of warm-up per batch size."),
-    min_iters: int = typer.Option(10, "--min-iters", help="Minimum timed iterations."),
-    mode: str = typer.Option("both", "--mode", help="compute (preprocessed batch in memory), "
-                             "e2e (files → decode → infer) or both."),
+    batch_sizes: str = typer.Option(",".join(map(str, default_of(BenchConfig, "batch_sizes"))), "--batch-sizes",
+                                    help="Comma-separated batch sizes.", show_default=True),
+    duration: float = typer.Option(default_of(BenchConfig, "duration_s"), "--duration", show_default=True,
+                                   help="Seconds measured per batch size (at least --min-iters iterations)."),
+    warmup: float = typer.Option(default_of(BenchConfig, "warmup_s"), "--warmup", show_default=True,
+                                 help="Seconds of warm-up per batch size."),
+    min_iters: int = typer.Option(default_of(BenchConfig, "min_iterations"), "--min-iters", show_default=True,
+                                  help="Minimum timed iterations."),
+    mode: str = typer.Option(default_of(BenchConfig, "mode"), "--mode", show_default=True,
+                             help="compute (preprocessed batch in memory), e2e (files → decode → infer) or both."),
     compile: bool = typer.Option(False, "--compile", help="Add the torch.compile max-autotune "
                                  "baseline (autotuning takes minutes)."),
     parity: bool = typer.Option(True, "--parity/--no-parity", help="Compare every artefact with "
@@ -60,13 +65,14 @@ def command(
     Artefacts that cannot run here are listed with the reason.
     Exit codes: 0 ok; 1 the run failed; 2 an artefact failed its parity gate (reports are written first).
     """
-    from bonedeploy.bench import BenchConfig, bench
+    from bonedeploy.bench import bench
+    from bonedeploy.cli.options import invocation
 
     config = BenchConfig(
         artefacts=list(artefacts or []), run_dir=run_dir, data=data,
         batch_sizes=parse_batch_sizes(batch_sizes), duration_s=duration, warmup_s=warmup,
         min_iterations=min_iters, mode=mode, compile=compile, parity=parity, parity_n=parity_n,
-        json_path=json_path, md_path=md_path, plot_path=plot_path, quiet=quiet,
+        json_path=json_path, md_path=md_path, plot_path=plot_path, quiet=quiet, command=invocation(),
         isolate=isolate, select=select,
     )
     bench(config)

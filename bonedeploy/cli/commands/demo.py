@@ -6,8 +6,9 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
-from rich.markdown import Markdown
 from rich.markup import escape
+
+from bonedeploy.ui.tables import print_markdown
 
 
 def command(
@@ -35,5 +36,10 @@ def command(
     result = run_demo(config, log=lambda m: console.print(f"[bold cyan]{escape(m)}[/]", highlight=False),
                       console=console)
     console.rule("bonedeploy demo summary")
-    console.print(Markdown((result.out / "summary.md").read_text()))
+    print_summary(console, (result.out / "summary.md").read_text())
     console.print(f"summary: {escape(str(result.summary_path))}", highlight=False)
+
+
+def print_summary(console: Console, summary_md: str) -> None:
+    """summary.md on the terminal: file and artefact names and the verdicts print whole."""
+    print_markdown(console, summary_md, key_headers=("gate", "status"))

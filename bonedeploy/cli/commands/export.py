@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from bonedeploy.ui.tables import KEY, Col, fit_table
 from bonedeploy.errors import ArtefactError, BackendUnavailableError, GateFailedError
 
 COMMAND_KWARGS = {"no_args_is_help": True}
@@ -62,7 +63,7 @@ def command(
     config = build_config(locals())
     result = run_export(config, log=(lambda m: None) if quiet else
                         (lambda m: console.print(f"[dim]{escape(m)}[/]", highlight=False)))
-    console.print(result_table(result))
+    console.print(result_table(result, console.width))
     finish(result, console)
 
 
@@ -97,29 +98,31 @@ def build_config(opts: dict[str, Any]):
     return ExportConfig(gates=gates, **kwargs)
 
 
-def result_table(result) -> Table:
+# The file name and the gate verdict are keys; the numbers go, lowest priority first, when narrow.
+RESULT_COLUMNS = (Col("file", KEY, "left"), Col("prec", 6), Col("MB", 2), Col("max|Δp|", 5),
+                  Col("mean|Δp|", 0), Col("agree", 4), Col("flips", 3), Col("Δacc", 1), Col("gate", KEY))
+
+
+def result_table(result, width: int = 200) -> Table:
     """One row per file: parity with the PyTorch fp32 reference and the gate verdict (failing
     files in red; the reasons are printed below the table)."""
     from rich import box
 
-    t = Table(title=f"bonedeploy export: {result.model} -> {result.out_dir}", box=box.SIMPLE_HEAD,
-              pad_edge=False, collapse_padding=True,
-              caption=f"parity vs PyTorch fp32 on {result.parity_inputs.get('n')} "
-                      f"{result.parity_inputs.get('kind')} images (onnxruntime CPU)")
-    t.add_column("file", no_wrap=True)
-    for col in ("prec", "MB", "max|Δp|", "mean|Δp|", "agree", "flips", "Δacc", "gate"):
-        t.add_column(col, justify="right", no_wrap=True)
+    rows = []
     for f in result.files:
         p = f.parity or {}
         dacc = p.get("accuracy_delta")
         n_flips = len(p.get("flips") or [])
-        t.add_row(escape(f.path.name) if f.passed else f"[bold red]{escape(f.path.name)}[/]", f.precision,
-                  f"{f.bytes / 1e6:.1f}", f"{p.get('max_abs_dprob', float('nan')):.0e}",
-                  f"{p.get('mean_abs_dprob', float('nan')):.0e}", f"{p.get('top1_agreement', 0):.1%}",
-                  f"{n_flips}" + (f"({p.get('flips_away', 0)} far)" if n_flips else ""),
-                  "–" if dacc is None else f"{dacc * 100:+.1f}pt",
-                  "[green]pass[/]" if f.passed else "[bold red]FAIL[/]")
-    return t
+        rows.append([escape(f.path.name) if f.passed else f"[bold red]{escape(f.path.name)}[/]", f.precision,
+                     f"{f.bytes / 1e6:.1f}", f"{p.get('max_abs_dprob', float('nan')):.0e}",
+                     f"{p.get('mean_abs_dprob', float('nan')):.0e}", f"{p.get('top1_agreement', 0):.1%}",
+                     f"{n_flips}" + (f"({p.get('flips_away', 0)} far)" if n_flips else ""),
+                     "–" if dacc is None else f"{dacc * 100:+.1f}pt",
+                     "[green]pass[/]" if f.passed else "[bold red]FAIL[/]"])
+    return fit_table(RESULT_COLUMNS, rows, width, box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True,
+                     title=f"bonedeploy export: {escape(str(result.model))} -> {escape(str(result.out_dir))}",
+                     caption=f"parity vs PyTorch fp32 on {result.parity_inputs.get('n')} "
+                             f"{result.parity_inputs.get('kind')} images (onnxruntime CPU)")
 
 
 def finish(result, console: Console) -> None:

@@ -7,6 +7,9 @@ from typing import Any
 
 import typer
 
+from bonedeploy.cli.options import default_of
+from bonedeploy.infer.run import InferConfig
+
 # typer keeps a docstring's line breaks, so each paragraph is one string here.
 HELP = "\n\n".join([
     "Classify radiographs with an exported model (.onnx, .trt/.engine/.plan) or a .pt checkpoint.",
@@ -41,22 +44,25 @@ def command(
     precision: str = typer.Option(None, "--precision", help=".pt only: fp32 or fp16 (CUDA)."),
     cuda_graph: bool = typer.Option(False, "--cuda-graph", help=".pt on CUDA only: replay a CUDA "
                                     "graph captured for --batch-size."),
-    batch_size: int = typer.Option(16, "--batch-size", "-b", help="Images per model call."),
-    out: Path = typer.Option(Path("predictions.csv"), "--out", "-o", help="preds.csv or preds.json."),
+    batch_size: int = typer.Option(default_of(InferConfig, "batch_size"), "--batch-size", "-b",
+                                   help="Images per model call.", show_default=True),
+    out: Path = typer.Option(default_of(InferConfig, "out"), "--out", "-o", help="preds.csv or preds.json.",
+                             show_default=True),
     workers: int = typer.Option(None, "--workers", "-j", help="Decoder processes (default: cores - 1; "
                                 "0 decodes in the main process)."),
     resume: bool = typer.Option(False, "--resume", help="Continue: skip images already in --out or its .partial (failed ones too: delete their rows to retry)."),
     threshold: float = typer.Option(None, "--threshold", help="Predict Fractured when p(Fractured) >= T "
                                     "(default: the most probable class)."),
     labels: Path = typer.Option(None, "--labels", help="CSV with columns path,label for metrics."),
-    max_error_rate: float = typer.Option(0.0, "--max-error-rate", help="Share of failed images "
-                                         "tolerated before exit code 3."),
+    max_error_rate: float = typer.Option(default_of(InferConfig, "max_error_rate"), "--max-error-rate",
+                                         help="Share of failed images tolerated before exit code 3.",
+                                         show_default=True),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary."),
 ) -> None:
     from rich.console import Console
 
     from bonedeploy.backends.select import check_requested
-    from bonedeploy.infer.run import InferConfig, run_inference
+    from bonedeploy.infer.run import run_inference
 
     config = InferConfig(
         engine=engine, inputs=tuple(inputs), out=out, backend=check_requested(backend),
@@ -64,8 +70,9 @@ def command(
         device=device, precision=precision, cuda_graph=cuda_graph, batch_size=batch_size,
         workers=workers, resume=resume, threshold=threshold, labels=labels,
         max_error_rate=max_error_rate)
-    console = Console(stderr=True, quiet=quiet)
-    with _progress(console) as progress:
+    from bonedeploy.ui.progress import progress_bar
+
+    with progress_bar(Console(stderr=True, quiet=quiet), unit="img") as progress:
         result = run_inference(config, progress=progress)
     if not quiet:
         print_summary(Console(), result)
@@ -89,41 +96,8 @@ def parse_backend_options(items: list[str]) -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
-class _progress:
-    """A rich bar with images/s measured over this run (resumed images excluded)."""
-
-    def __init__(self, console):
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        self.bar = Progress(TextColumn("infer"), BarColumn(), MofNCompleteColumn(),
-                            TextColumn("{task.fields[rate]} img/s"), TextColumn("{task.fields[errors]}"),
-                            TimeRemainingColumn(), console=console, transient=False)
-        self.task = None
-        self.start = self.first = None
-
-    def __enter__(self):
-        self.bar.__enter__()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.bar.__exit__(*exc)
-
-    def __call__(self, done: int, total: int, errors: int) -> None:
-        import time
-
-        now = time.perf_counter()
-        if self.task is None:
-            self.task = self.bar.add_task("infer", total=total, rate="–", errors="")
-            self.start, self.first = now, done
-            self.bar.update(self.task, completed=done)
-            return
-        rate = (done - self.first) / (now - self.start) if now > self.start else 0.0
-        self.bar.update(self.task, completed=done, rate=f"{rate:.1f}",
-                        errors=f"[red]{errors} errors[/]" if errors else "")
-
-
 def print_summary(console, result) -> None:
-    from rich.table import Table
+    from rich.markup import escape
 
     r = result
     console.print(f"{r.total} images: {r.ok} ok, {len(r.errors)} failed"
@@ -133,30 +107,34 @@ def print_summary(console, result) -> None:
     if r.backend_choice and r.backend_choice.get("how") != "requested":
         console.print(f"backend {r.backend.get('backend')}: {r.backend_choice['how']}", highlight=False)
     for path, cause in r.errors[:10]:
-        console.print(f"  [red]error[/] {path}: {cause}", highlight=False)
+        console.print(f"  [red]error[/] {escape(str(path))}: {escape(str(cause))}", highlight=False)
     if len(r.errors) > 10:
-        console.print(f"  ... and {len(r.errors) - 10} more (see {r.out})")
-    for note in r.notes:
-        console.print(f"note: {note}")
+        console.print(f"  ... and {len(r.errors) - 10} more (see {escape(str(r.out))})")
+    for note in r.notes:  # one line each, never re-wrapped: notes carry commands to copy
+        console.print(f"note: {escape(note)}", highlight=False, soft_wrap=True)
     if r.extra_rows:
         console.print(f"note: {r.extra_rows} rows from earlier runs for other inputs kept in {r.out}")
     if r.metrics:
-        console.print(metrics_table(r.metrics, Table))
-        console.print(f"metrics -> {r.metrics_path}")
+        console.print(metrics_table(r.metrics, console.width))
+        console.print(f"metrics -> {escape(str(r.metrics_path))}", highlight=False, soft_wrap=True)
 
 
-def metrics_table(m: dict[str, Any], Table) -> Any:
+def metrics_table(m: dict[str, Any], width: int = 200) -> Any:
+    from rich.markup import escape
+
+    from bonedeploy.ui.tables import KEY, Col, fit_table
     from bonedeploy.eval.metrics import format_accuracy
 
-    t = Table(title=f"metrics on {m['n']} labelled images ({m.get('label_source')})", show_header=False)
-    t.add_row("accuracy", format_accuracy(m))
+    rows = [["accuracy", format_accuracy(m)]]
     for key in ("sensitivity", "specificity", "f1", "roc_auc"):
         v = m.get(key)
-        t.add_row(key, "–" if v is None else f"{v:.3f}")
+        rows.append([key, "–" if v is None else f"{v:.3f}"])
     classes = m["classes"]
     cm = m["confusion_matrix"]
-    t.add_row("confusion (rows true, cols pred)", "\n".join(
-        f"{c:>10}: " + "  ".join(f"{v:>4}" for v in row) for c, row in zip(classes, cm)))
+    rows.append(["confusion (rows true, cols pred)", "\n".join(
+        f"{c:>10}: " + "  ".join(f"{v:>4}" for v in row) for c, row in zip(classes, cm))])
     if m.get("n_unlabelled"):
-        t.add_row("unlabelled (not scored)", str(m["n_unlabelled"]))
-    return t
+        rows.append(["unlabelled (not scored)", str(m["n_unlabelled"])])
+    return fit_table((Col("metric", KEY, "left", wrap=True), Col("value", KEY, "left")), rows, width,
+                     title=f"metrics on {m['n']} labelled images ({escape(str(m.get('label_source')))})",
+                     show_header=False)

@@ -46,12 +46,13 @@ def command(
     the seed's table format with the seed's numbers beside ours."""
     from bonedeploy.training.sweep import SweepConfig, run_sweep
     from bonedeploy.training import LineReporter, RichReporter
+    from bonedeploy.cli.options import invocation
 
     cfg = SweepConfig(
         recipe=str(recipe), data=str(data), out=str(out), val=str(val) if val else None,
         epochs=epochs, epochs_scale=epochs_scale, only=parse_only(only), device=device,
         precision=precision, batch_size=batch_size, skip_bad=skip_bad, workers=workers,
-        quiet=quiet,
+        quiet=quiet, command=invocation(),
     )
     line = LineReporter()
     result = run_sweep(cfg, reporter_for=lambda name: line if quiet else RichReporter(),

@@ -7,6 +7,8 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from bonedeploy.errors import BackendUnavailableError
+
 
 def command(
     out: Path = typer.Argument(..., help="Output folder: gets Fractured/, Normal/, synth.json."),
@@ -31,7 +33,12 @@ def command(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary."),
 ) -> None:
     """Generate synthetic lateral elbow radiographs (Fractured / Normal) for demos and tests."""
-    from bonedeploy.data.synth import SynthConfig, generate_dataset
+    try:
+        from bonedeploy.data.synth import SynthConfig, generate_dataset
+    except ModuleNotFoundError as e:  # the renderer's filters come with the report extra
+        if e.name != "scipy":
+            raise
+        raise BackendUnavailableError("bonedeploy synth needs scipy: pip install 'bonedeploy[report]'") from e
 
     config = SynthConfig(n=n, seed=seed, difficulty=difficulty, test_n=test_n,
                          image_format=image_format, bit_depth=bit_depth, rgb=rgb,
@@ -51,12 +58,7 @@ def command(
 
 
 def _generate(console: Console, generate, out, config, workers, overwrite) -> dict:
-    if console.quiet:
-        return generate(out, config, workers=workers, overwrite=overwrite)
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+    from bonedeploy.ui.progress import progress_bar
 
-    with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-                  TimeRemainingColumn(), console=console, transient=True) as bar:
-        task = bar.add_task("rendering", total=config.n + config.test_n)
-        return generate(out, config, progress=lambda done, total: bar.update(task, completed=done),
-                        workers=workers, overwrite=overwrite)
+    with progress_bar(console, unit="img", transient=True) as bar:
+        return generate(out, config, progress=bar, workers=workers, overwrite=overwrite)

@@ -91,6 +91,6 @@ def command(
 def summary_line(report: dict, out: Path) -> str:
     from bonedeploy.eval.metrics import format_accuracy
 
-    return (f"{report['model']}: saved epoch {report['saved_epoch']}/{report['completed_epochs']}, "
+    return (f"{report['model']}: saved epoch {report['saved_epoch']}/{report['epochs']}, "
             f"val accuracy {format_accuracy(report['val'])}, "
             f"seed reported {report['seed']['val_acc']:.2f} -> {Path(out) / 'best.pt'}")

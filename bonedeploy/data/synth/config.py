@@ -7,7 +7,7 @@ from typing import Any
 
 from bonedeploy.errors import ConfigError
 
-SYNTH_FORMAT = "bonedeploy.data.synth/1"
+SYNTH_FORMAT = "bonedeploy.synth/1"
 
 
 @dataclass(frozen=True)

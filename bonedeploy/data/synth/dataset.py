@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 import shutil
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -23,13 +21,13 @@ from bonedeploy.errors import ConfigError
 from bonedeploy.util.fs import atomic_write, write_json
 from bonedeploy.data.synth.config import SYNTH_FORMAT, SynthConfig
 from bonedeploy.data.synth.render import render_case
+from bonedeploy.ui.progress import Progress
 
 TEST_DIR = "test"
 ANSWERS = "test_answers.csv"
 MANIFEST = "synth.json"
 NEGATIVE_CLASS = next(c for c in CLASSES if c != POSITIVE_CLASS)
 
-Progress = Callable[[int, int], None]
 
 
 @dataclass(frozen=True)
@@ -85,10 +83,9 @@ def _render_and_write(out: str, config: SynthConfig, job: Job) -> dict[str, Any]
 
 
 def _default_workers() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
+    from bonedeploy.util.machine import usable_cpus
+
+    return usable_cpus()
 
 
 def prepare_out(out: Path, overwrite: bool) -> None:
@@ -140,21 +137,22 @@ def generate_dataset(out: str | Path, config: SynthConfig, progress: Progress | 
 
 def _run(out: str, config: SynthConfig, jobs: list[Job], workers: int,
          progress: Progress | None) -> list[dict[str, Any]]:
+    from bonedeploy.data.decode import make_pool
+
+    progress = progress or Progress()
+    progress.start("rendering", len(jobs))
     records: list[dict[str, Any]] = []
     if workers == 1:
-        results = (_render_and_write(out, config, job) for job in jobs)
-        for rec in results:
-            records.append(rec)
-            if progress:
-                progress(len(records), len(jobs))
+        for job in jobs:
+            records.append(_render_and_write(out, config, job))
+            progress.advance()
         return records
     chunk = max(1, min(8, len(jobs) // (4 * workers)))
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    with make_pool(workers) as pool:  # the project's one pool policy: never fork
         for rec in pool.map(_render_and_write, [out] * len(jobs), [config] * len(jobs), jobs,
                             chunksize=chunk):
             records.append(rec)
-            if progress:
-                progress(len(records), len(jobs))
+            progress.advance()
     return records
 
 

@@ -24,7 +24,7 @@ SUFFIX = ".toml"
 
 
 def packaged_dir() -> Traversable:
-    return files("bonedeploy.export") / "profiles"
+    return files(__name__)  # the TOML files ship inside this package
 
 
 def profile_dirs() -> list[Traversable]:
