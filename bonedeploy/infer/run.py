@@ -187,8 +187,11 @@ def run_inference(config: InferConfig, progress: Progress | None = None) -> Infe
         raise ConfigError(f"{partial} exists from an interrupted run: pass --resume to continue it, "
                           "or delete it to start afresh")
     engine_sha = check_engine_record(config)
+    workers = config.workers
+    if workers is None and len(paths) <= config.batch_size:
+        workers = 0  # one batch: starting a decoder pool costs more than decoding it (cold start)
     # Decoder workers start (importing their modules) while the model loads; no image is read yet.
-    with BatchPrefetcher(config.workers, config.pool) as prefetcher:
+    with BatchPrefetcher(workers, config.pool) as prefetcher:
         backend = open_engine(config, engine_sha)
         write_engine_record(config, engine_sha, backend)
         try:
