@@ -134,3 +134,29 @@ def test_infer_auto_runs_the_recorded_backend_prints_and_records_it(onnx, tmp_pa
               "--workers", "0"])
     text = capsys.readouterr().out
     assert "with onnxruntime" in text and "ignored" in text
+
+
+def test_backend_options_reach_the_backend_and_bad_ones_list_the_valid_ones(onnx, tmp_path, capsys):
+    pytest.importorskip("openvino")
+    from PIL import Image
+
+    from bonedeploy.cli.app import main
+    from bonedeploy.cli.commands.infer import parse_backend_options
+
+    assert parse_backend_options(["threads=1", " hint = latency "]) == (("threads", "1"), ("hint", "latency"))
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        parse_backend_options(["threads"])
+    img = tmp_path / "a.png"
+    Image.new("L", (32, 32), 90).save(img)
+    out = tmp_path / "p.csv"
+    with pytest.raises(SystemExit) as e:
+        main(["infer", "--engine", str(onnx), str(img), "--out", str(out), "--backend", "openvino",
+              "--backend-option", "threads=1", "--backend-option", "streams=1", "-q"])
+    assert e.value.code in (0, None)
+    run = json.loads(out.with_name("p.csv.run.json").read_text())
+    assert run["backend"]["threads"] == 1 and run["backend_choice"]["how"] == "requested"
+    with pytest.raises(SystemExit) as e:
+        main(["infer", "--engine", str(onnx), str(img), "--out", str(tmp_path / "q.csv"), "--backend",
+              "openvino", "--backend-option", "turbo=1", "-q"])
+    assert e.value.code == 1
+    assert "valid options" in capsys.readouterr().err
