@@ -4,9 +4,10 @@ from bonedeploy.backends.base import (
     Backend,
     backend_for_path,
     get_backend,
+    is_remote,
     list_backends,
     open_backend,
     register_backend,
 )
 
-__all__ = ["Backend", "backend_for_path", "get_backend", "list_backends", "open_backend", "register_backend"]
+__all__ = ["Backend", "backend_for_path", "get_backend", "is_remote", "list_backends", "open_backend", "register_backend"]

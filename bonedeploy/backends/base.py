@@ -21,6 +21,7 @@ from bonedeploy.errors import ArtefactError, ConfigError
 class Backend(abc.ABC):
     name: ClassVar[str]
     suffixes: ClassVar[tuple[str, ...]]
+    schemes: ClassVar[tuple[str, ...]] = ()  # URL schemes (grpc://...) for remote backends
 
     def __init__(self, path: str | Path, **options: Any):
         self.path = Path(path)
@@ -97,6 +98,7 @@ _MODULES = {
     "torch": "bonedeploy.backends.torch",
     "onnxruntime": "bonedeploy.backends.onnxrt",
     "tensorrt": "bonedeploy.backends.tensorrt",
+    "triton": "bonedeploy.backends.triton",
     "openvino": "bonedeploy.backends.openvino",
 }
 _BACKENDS: dict[str, type[Backend]] = {}
@@ -136,12 +138,30 @@ def backend_for_path(path: str | Path, backend: str | None = None) -> type[Backe
     if backend:
         return get_backend(backend)
     _import_all()
+    scheme = url_scheme(path)
+    if scheme:
+        for cls in _BACKENDS.values():
+            if scheme in cls.schemes:
+                return cls
+        known = sorted(s for c in _BACKENDS.values() for s in c.schemes)
+        raise ConfigError(f"{path}: no backend for {scheme}:// URLs; known schemes: {', '.join(known)}")
     suffix = Path(path).suffix.lower()
     for cls in _BACKENDS.values():
         if suffix in cls.suffixes:
             return cls
     known = sorted(s for c in _BACKENDS.values() for s in c.suffixes)
     raise ConfigError(f"{path}: no backend for suffix {suffix!r}; known suffixes: {', '.join(known)}")
+
+
+def url_scheme(path: str | Path) -> str | None:
+    """``grpc`` for ``grpc://host:port/name`` (also after ``Path()`` folded ``//`` into ``/``)."""
+    text = str(path)
+    head, sep, _ = text.partition(":/")
+    return head.lower() if sep and head.isalpha() and len(head) > 1 else None
+
+
+def is_remote(path: str | Path) -> bool:
+    return url_scheme(path) is not None
 
 
 def open_backend(path: str | Path, backend: str | None = None, **options: Any) -> Backend:

@@ -39,6 +39,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("export", "export"),
     ("infer", "infer"),
     ("bench", "bench"),
+    ("serve", "serve"),
     ("demo", "demo"),
 ]
 

@@ -266,7 +266,7 @@ class BatchPrefetcher:
                 i = next(todo, None)
                 if i is None:
                     return
-                pending.append((i, self._pool.submit(decode_batch, batches[i], spec)))
+                pending.append((i, self._submit(batches[i], spec)))
 
         fill()
         while pending:
@@ -277,6 +277,16 @@ class BatchPrefetcher:
                 result = self._recover(batches, i, pending, spec)
             fill()  # refill before the consumer runs the model on ``result``
             yield result
+
+    def _submit(self, batch: list[Path], spec: PreprocessSpec) -> Future:
+        """Submit, or a future that fails like its batch would have: a worker may die between two
+        submissions, and the pool then refuses new work; that batch is recovered in turn."""
+        try:
+            return self._pool.submit(decode_batch, batch, spec)
+        except BrokenProcessPool as e:
+            fut: Future = Future()
+            fut.set_exception(e)
+            return fut
 
     def _restart(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -297,7 +307,7 @@ class BatchPrefetcher:
                 parts.append(DecodedBatch([p], np.zeros((0, *spec.input_shape), np.float32),
                                           errors={0: "the decoder process crashed on this file"}))
         for j in later:
-            pending.append((j, self._pool.submit(decode_batch, batches[j], spec)))
+            pending.append((j, self._submit(batches[j], spec)))
         return _merge(parts, spec)
 
     def close(self) -> None:

@@ -44,6 +44,7 @@ class InferConfig:
     threshold: float | None = None  # on p(Fractured); None = argmax
     labels: Path | None = None
     max_error_rate: float = 0.0
+    remote_decode: bool = False  # grpc:// / http:// engines: the server decodes the files
 
     def validate(self) -> None:
         if self.batch_size < 1:
@@ -58,6 +59,11 @@ class InferConfig:
     def backend_options(self, backend: str) -> dict[str, Any]:
         """Each backend gets only the options it understands; a misplaced one is refused."""
         opts: dict[str, Any] = {"device": self.device}
+        if backend == "triton":
+            return {**opts, "remote_decode": self.remote_decode}
+        if self.remote_decode:
+            raise ConfigError(f"--remote-decode applies to grpc:// or http:// engines (a Triton server), "
+                              f"not {backend}")
         if backend == "torch":
             opts.update(precision=self.precision, cuda_graph=self.cuda_graph or None,
                         batch_size=self.batch_size)
@@ -105,10 +111,10 @@ class InferResult:
 
 def open_engine(config: InferConfig, sha256: str | None = None):
     """Load the backend and refuse an engine that cannot take our inputs (before reading images)."""
-    from bonedeploy.backends import backend_for_path
+    from bonedeploy.backends import backend_for_path, is_remote
     from bonedeploy.backends.select import resolve
 
-    if not config.engine.is_file():
+    if not is_remote(config.engine) and not config.engine.is_file():
         raise ArtefactError(f"engine not found: {config.engine}")
     choice = resolve(config.engine, config.backend, sha256)
     cls = backend_for_path(config.engine, choice.backend)
@@ -142,6 +148,13 @@ def check_engine_fits(backend, threshold: float | None = None) -> None:
     if threshold is not None and (POSITIVE_CLASS not in card.classes or len(card.classes) != 2):
         raise ConfigError(f"--threshold needs two classes including {POSITIVE_CLASS!r}; "
                           f"this model has {list(card.classes)}")
+
+
+def batch_logits(backend, decoded) -> np.ndarray | None:
+    """Run the model on a decoded batch; a batch decoded on a server already carries its logits."""
+    if getattr(decoded, "logits", None) is not None:
+        return decoded.logits
+    return backend.infer(decoded.x) if len(decoded.ok) else None
 
 
 def predict_rows(paths: Sequence[Path], decoded, logits: np.ndarray | None) -> list[dict[str, Any]]:
@@ -193,6 +206,12 @@ def run_inference(config: InferConfig, progress: Progress | None = None) -> Infe
     # Decoder workers start (importing their modules) while the model loads; no image is read yet.
     with BatchPrefetcher(workers, config.pool) as prefetcher:
         backend = open_engine(config, engine_sha)
+        try:
+            if engine_sha is None:  # a remote engine: the served artefact's sha256, from the server
+                engine_sha = check_engine_record(config, backend.describe().get("artefact_sha256"))
+        except BaseException:
+            backend.close()
+            raise
         write_engine_record(config, engine_sha, backend)
         try:
             return _run(config, backend, prefetcher, paths, skipped, progress)
@@ -204,14 +223,14 @@ def run_record_path(out: Path) -> Path:
     return out.with_name(out.name + ".run.json")
 
 
-def check_engine_record(config: InferConfig) -> str | None:
+def check_engine_record(config: InferConfig, sha: str | None = None) -> str | None:
     """Tie the predictions file to the engine that wrote it: ``--resume`` with another engine
     would mix two models' rows in one file, so it is refused (the file's sha256 decides)."""
     from bonedeploy.backends.modelcache import artefact_sha256
 
-    if not Path(config.engine).is_file():
+    if sha is None and not Path(config.engine).is_file():
         return None  # open_engine reports the missing file
-    record, sha = run_record_path(Path(config.out)), artefact_sha256(config.engine)
+    record, sha = run_record_path(Path(config.out)), sha or artefact_sha256(config.engine)
     if config.resume and record.is_file():
         try:
             before = json.loads(record.read_text())
@@ -254,10 +273,11 @@ def _run(config, backend, prefetcher, paths, skipped, progress) -> InferResult:
     new_rows: list[dict[str, Any]] = []
     store.begin(previous)
     start = time.perf_counter()
-    decoded_batches = prefetcher.iterate(batches, backend.card.preprocess)
+    decoded_batches = (backend.iterate_files(batches) if config.remote_decode
+                       else prefetcher.iterate(batches, backend.card.preprocess))
     try:
         for decoded in decoded_batches:
-            logits = backend.infer(decoded.x) if len(decoded.ok) else None
+            logits = batch_logits(backend, decoded)
             if logits is not None and logits.shape != (len(decoded.ok), len(classes)):
                 raise ArtefactError(f"{config.engine}: returned logits of shape {logits.shape} for "
                                     f"{len(decoded.ok)} images and {len(classes)} classes {classes}")

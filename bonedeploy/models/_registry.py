@@ -76,6 +76,9 @@ class ModelEntry:
 
 
 _MODELS: dict[str, ModelEntry] = {}
+FAMILIES = ("vgg", "alexnet", "resnet")
+"""The seed table's order; a family file may be imported first by anyone (``SELECTED``), so
+listings sort by this, not by registration order. Other families (tests, plugins) come last."""
 
 
 def register_model(entry: ModelEntry) -> ModelEntry:
@@ -87,7 +90,9 @@ def register_model(entry: ModelEntry) -> ModelEntry:
 
 def list_models(family: str | None = None) -> list[str]:
     _load_families()
-    return [n for n, e in _MODELS.items() if family is None or e.family == family]
+    rank = {f: i for i, f in enumerate(FAMILIES)}
+    names = sorted(_MODELS, key=lambda n: rank.get(_MODELS[n].family, len(FAMILIES)))  # stable
+    return [n for n in names if family is None or _MODELS[n].family == family]
 
 
 def get_model_entry(name: str) -> ModelEntry:
@@ -95,7 +100,7 @@ def get_model_entry(name: str) -> ModelEntry:
     try:
         return _MODELS[name]
     except KeyError as e:
-        raise ConfigError(f"unknown model {name!r}; valid models: {', '.join(_MODELS)}") from e
+        raise ConfigError(f"unknown model {name!r}; valid models: {', '.join(list_models())}") from e
 
 
 def create_model(name: str, **overrides: Any):

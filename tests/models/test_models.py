@@ -126,3 +126,13 @@ def test_model_zoo_without_torch_names_the_extra():
             "try:\n    list_models()\nexcept Exception as e:\n    print(type(e).__name__, e)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60).stdout
     assert "BackendUnavailableError" in out and "bonedeploy[train]" in out
+
+
+def test_listing_order_does_not_depend_on_which_family_was_imported_first():
+    import subprocess
+    import sys
+
+    code = ("from bonedeploy.models.resnet import ResNet\nfrom bonedeploy.models.alexnet import SELECTED\n"
+            "from bonedeploy.models import list_models\nprint(','.join(list_models()))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120).stdout
+    assert out.strip().split(",") == list(SEED_PARAMS)

@@ -56,6 +56,12 @@ def command(
                                 "file measured under several runtimes: the fastest that passed "
                                 "parity, used by `infer --backend auto`."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress or table on the terminal."),
+    engine: str = typer.Option(None, "--engine", help="A Triton-served model, grpc://HOST:PORT/NAME or "
+                               "http://HOST:PORT/NAME: client-side load at each --concurrency (images per "
+                               "request: the first --batch-sizes value); ARTEFACTS, if given, are the "
+                               "local reference for parity."),
+    concurrency: str = typer.Option("1,4,8,16", "--concurrency", help="With --engine: concurrent "
+                                    "closed-loop clients, comma-separated."),
 ) -> None:
     """Benchmark latency, throughput and accuracy parity of every artefact vs PyTorch.
 
@@ -65,6 +71,9 @@ def command(
     Artefacts that cannot run here are listed with the reason.
     Exit codes: 0 ok; 1 the run failed; 2 an artefact failed its parity gate (reports are written first).
     """
+    if engine:
+        return _remote(engine, concurrency, artefacts, data, batch_sizes, duration, warmup, parity_n,
+                       json_path, quiet)
     from bonedeploy.bench import bench
     from bonedeploy.cli.options import invocation
 
@@ -76,3 +85,19 @@ def command(
         isolate=isolate, select=select,
     )
     bench(config)
+
+
+def _remote(engine, concurrency, artefacts, data, batch_sizes, duration, warmup, parity_n, json_path, quiet):
+    from rich.console import Console
+
+    from bonedeploy.serve.loadgen import parse_concurrency
+    from bonedeploy.serve.remote_bench import RemoteBenchConfig, render, run_remote_bench
+
+    console = Console(stderr=True, quiet=quiet)
+    config = RemoteBenchConfig(
+        engine=engine, concurrency=parse_concurrency(concurrency), batch_size=parse_batch_sizes(batch_sizes)[0],
+        duration_s=duration, warmup_s=max(warmup, 0.5), reference=tuple(artefacts or ()), data=data,
+        parity_n=parity_n, json_path=json_path)
+    report = run_remote_bench(config, log=lambda m: console.print(m, highlight=False))
+    if not quiet:
+        print(render(report))

@@ -52,6 +52,10 @@ def command(
                                   "beside each ONNX file, gated like them (needs the [openvino] extra); "
                                   "with an .onnx input: only its IR."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only the result table and errors."),
+    triton_repo: Path = typer.Option(None, "--triton-repo", help="Also write a Triton model repository "
+                                     "here (DIR/NAME/config.pbtxt + 1/model.onnx|model.plan); from an "
+                                     ".onnx/.trt source only the repository is written."),
+    name: str = typer.Option("bonedeploy", "--name", help="Model name in the --triton-repo repository."),
 ) -> None:
     """Export a checkpoint to ONNX (fp32/fp16/int8) and TensorRT, gated on parity.
 
@@ -60,11 +64,28 @@ def command(
     from bonedeploy.export.from_checkpoint import run_export
 
     console = Console()
+    if triton_repo is not None and source.suffix.lower() != ".pt":
+        return print_repo(console, _write_repo(source, triton_repo, name))
     config = build_config(locals())
     result = run_export(config, log=(lambda m: None) if quiet else
                         (lambda m: console.print(f"[dim]{escape(m)}[/]", highlight=False)))
     console.print(result_table(result, console.width))
+    if triton_repo is not None and not result.failed:
+        from bonedeploy.export.triton_repo import repo_source
+
+        print_repo(console, _write_repo(repo_source(result), triton_repo, name))
     finish(result, console)
+
+
+def _write_repo(source: Path, repo: Path, name: str):
+    from bonedeploy.export.triton_repo import write_triton_repo
+
+    return write_triton_repo(source, repo, name)
+
+
+def print_repo(console: Console, r) -> None:
+    console.print(escape(f"Triton repository: {r.config_path} + {r.model_path.relative_to(r.repo)} "
+                         f"({r.platform}, max_batch_size {r.max_batch_size})"), highlight=False)
 
 
 def build_config(opts: dict[str, Any]):

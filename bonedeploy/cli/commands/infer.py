@@ -30,9 +30,11 @@ HELP = "\n\n".join([
 
 def command(
     inputs: list[Path] = typer.Argument(..., help="Image files and/or folders.", show_default=False),
-    engine: Path = typer.Option(..., "--engine", "-e", help="model.onnx, model.trt or best.pt."),
-    backend: str = typer.Option("auto", "--backend", help="auto, torch, onnxruntime, openvino or "
-                                "tensorrt. auto: the runtime recorded by `bench --select` in "
+    engine: Path = typer.Option(..., "--engine", "-e", help="model.onnx, model.xml (OpenVINO IR), "
+                                "model.trt, best.pt, or a Triton server's model: grpc://HOST:PORT/NAME "
+                                "or http://HOST:PORT/NAME."),
+    backend: str = typer.Option("auto", "--backend", help="auto, torch, onnxruntime, openvino, "
+                                "tensorrt or triton. auto: the runtime recorded by `bench --select` in "
                                 "<engine>.runtime.json, else by the engine's suffix (onnxruntime "
                                 "for .onnx)."),
     backend_option: list[str] = typer.Option(None, "--backend-option", help="KEY=VALUE passed to "
@@ -58,6 +60,8 @@ def command(
                                          help="Share of failed images tolerated before exit code 3.",
                                          show_default=True),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary."),
+    remote_decode: bool = typer.Option(False, "--remote-decode", help="grpc:// or http:// engines: send "
+                                       "the files' bytes and let the server decode them (NAME_file)."),
 ) -> None:
     from rich.console import Console
 
@@ -69,7 +73,7 @@ def command(
         backend_settings=parse_backend_options(backend_option or []), provider=provider,
         device=device, precision=precision, cuda_graph=cuda_graph, batch_size=batch_size,
         workers=workers, resume=resume, threshold=threshold, labels=labels,
-        max_error_rate=max_error_rate)
+        max_error_rate=max_error_rate, remote_decode=remote_decode)
     from bonedeploy.ui.progress import progress_bar
 
     with progress_bar(Console(stderr=True, quiet=quiet), unit="img") as progress:

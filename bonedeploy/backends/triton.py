@@ -1,0 +1,219 @@
+"""A Triton server hosting a bonedeploy model, as a backend: ``grpc://HOST:PORT/NAME`` or
+``http://HOST:PORT/NAME``.
+
+``load()`` reads the model card from the server's model config (``bonedeploy serve`` and
+``export --triton-repo`` both put it there), so ``infer`` and ``bench`` treat a remote model like
+a file. ``infer`` sends preprocessed batches to ``NAME``; with ``remote_decode`` it sends the files'
+bytes to ``NAME_file`` and the server decodes them. tritonclient is imported only in ``load()``;
+never torch.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from bonedeploy.backends.base import Backend, register_backend
+from bonedeploy.errors import ArtefactError, BackendUnavailableError, ConfigError
+from bonedeploy.serve import protocol as P
+
+SCHEMES = ("grpc", "http")
+OPTIONS = ("remote_decode", "timeout_s", "device")
+_URL = re.compile(r"^(?P<scheme>[a-z]+):/{1,2}(?P<host>[^/]+)/(?P<model>[^/?#]+)/?$")
+
+
+def parse_url(url: str | Path) -> tuple[str, str, str]:
+    """(scheme, host:port, model). A URL that went through ``Path()`` lost one slash; accept it."""
+    m = _URL.match(str(url))
+    if not m or m["scheme"] not in SCHEMES:
+        raise ConfigError(f"{url}: expected grpc://HOST:PORT/NAME or http://HOST:PORT/NAME "
+                          f"(schemes: {', '.join(SCHEMES)})")
+    host = m["host"] if ":" in m["host"] else f"{m['host']}:{8001 if m['scheme'] == 'grpc' else 8000}"
+    return m["scheme"], host, m["model"]
+
+
+class RemoteRef(str):
+    """The URL where other backends have a file path (messages use ``str`` and ``.name``)."""
+
+    @property
+    def name(self) -> str:
+        return str(self).rsplit("/", 1)[-1]
+
+    def is_file(self) -> bool:
+        return False
+
+
+@dataclass
+class RemoteBatch:
+    """One batch decoded on the server: the fields ``infer`` reads from a locally decoded batch."""
+
+    paths: list[Path]
+    logits: np.ndarray  # n_ok x K
+    ok: list[int] = field(default_factory=list)
+    errors: dict[int, str] = field(default_factory=dict)
+
+    @property
+    def x(self) -> np.ndarray:
+        return np.zeros((0,), np.float32)
+
+
+@register_backend
+class TritonBackend(Backend):
+    name = "triton"
+    suffixes = ()
+    schemes = SCHEMES
+
+    def __init__(self, path, **options: Any):
+        super().__init__(path, **options)
+        unknown = sorted(k for k, v in options.items() if k not in OPTIONS and v is not None)
+        if unknown:
+            raise ConfigError(f"triton backend: unknown options {unknown}; valid options: {', '.join(OPTIONS)}")
+        if options.get("device") not in (None, "auto"):
+            raise ConfigError("--device does not apply to a Triton server: the server chose its device "
+                              "when it started (bonedeploy serve --device)")
+        self.scheme, self.host, self.model = parse_url(path)
+        self.url = f"{self.scheme}://{self.host}/{self.model}"
+        self.path = RemoteRef(self.url)
+        self.remote_decode = bool(options.get("remote_decode"))
+        self.timeout_s = float(options.get("timeout_s") or 60.0)
+        self.artefact_sha256: str | None = None
+
+    def load(self) -> "TritonBackend":
+        if not self.loaded:
+            self._load()
+            self.loaded = True
+        return self
+
+    def _load(self) -> None:
+        try:
+            if self.scheme == "grpc":
+                import tritonclient.grpc as tc
+            else:
+                import tritonclient.http as tc
+        except ImportError as e:
+            raise BackendUnavailableError(f"{self.url}: the Triton client needs tritonclient[http,grpc] "
+                                          f"(pip install 'bonedeploy[serve]'; {e})") from e
+        from tritonclient.utils import InferenceServerException
+
+        from bonedeploy.serve.protocol import card_from_parameters
+
+        self._tc, self._exc = tc, InferenceServerException
+        self._client = tc.InferenceServerClient(self.host, **({"network_timeout": self.timeout_s,
+                                                               "connection_timeout": self.timeout_s}
+                                                              if self.scheme == "http" else {}))
+        try:
+            if not self._client.is_model_ready(self.model):
+                raise ArtefactError(f"{self.url}: the server has no ready model {self.model!r}")
+            cfg = self._client.get_model_config(self.model, **({"as_json": True} if self.scheme == "grpc" else {}))
+        except InferenceServerException as e:
+            raise BackendUnavailableError(f"{self.url}: cannot reach the Triton server ({_one_line(e)})") from e
+        except OSError as e:  # http: connection refused before any Triton status
+            raise BackendUnavailableError(f"{self.url}: cannot reach the Triton server ({e})") from e
+        cfg = cfg.get("config", cfg)
+        self._card, self.artefact_sha256 = card_from_parameters(cfg.get("parameters") or {}, self.url)
+        self.max_batch = int(cfg.get("max_batch_size") or 1)
+        self._config = cfg
+        self._input = (cfg.get("input") or [{}])[0]
+        if self.remote_decode:
+            file_model = P.file_model(self.model)
+            if not self._client.is_model_ready(file_model):
+                raise ArtefactError(f"{self.url}: --remote-decode needs the model {file_model!r} "
+                                    "(bonedeploy serve hosts it; an exported repository does not)")
+
+    def declared_input_shape(self) -> tuple[int | None, ...] | None:
+        dims = self._input.get("dims")
+        return tuple(int(d) if int(d) > 0 else None for d in dims) if dims else None
+
+    def declared_output_width(self) -> int | None:
+        out = {o.get("name"): o for o in self._config.get("output") or []}
+        dims = (out.get(P.LOGITS) or {}).get("dims")
+        return int(dims[-1]) if dims else None
+
+    def _infer(self, batch: np.ndarray) -> np.ndarray:
+        name = self._input.get("name") or P.IMAGE
+        parts = []
+        for s in range(0, len(batch), self.max_batch):
+            chunk = np.ascontiguousarray(batch[s:s + self.max_batch])
+            inp = self._tc.InferInput(name, list(chunk.shape), "FP32")
+            inp.set_data_from_numpy(chunk)
+            result = self._call(self.model, [inp], [P.LOGITS])
+            parts.append(np.asarray(result.as_numpy(P.LOGITS), dtype=np.float32))
+        return np.concatenate(parts) if parts else np.zeros((0, len(self.card.classes)), np.float32)
+
+    def infer_files(self, blobs: Sequence[bytes]) -> tuple[np.ndarray, list[str]]:
+        """Encoded files -> (logits n x K, status per item), decoded on the server."""
+        logits, status = [], []
+        for s in range(0, len(blobs), self.max_batch):
+            arr = np.array([[b] for b in blobs[s:s + self.max_batch]], dtype=object)
+            inp = self._tc.InferInput(P.FILE, list(arr.shape), "BYTES")
+            inp.set_data_from_numpy(arr)
+            r = self._call(P.file_model(self.model), [inp], [P.LOGITS, P.STATUS])
+            logits.append(np.asarray(r.as_numpy(P.LOGITS), dtype=np.float32))
+            status += [_text(v) for v in r.as_numpy(P.STATUS).reshape(-1)]
+        k = len(self.card.classes)
+        return (np.concatenate(logits) if logits else np.zeros((0, k), np.float32)), status
+
+    def iterate_files(self, batches: Sequence[Sequence[Path]]) -> Iterator[RemoteBatch]:
+        """``infer --remote-decode``: per batch, read the files here and let the server decode them."""
+        for paths in batches:
+            paths = list(paths)
+            blobs, where, errors = [], [], {}
+            for i, p in enumerate(paths):
+                try:
+                    blobs.append(Path(p).read_bytes())
+                    where.append(i)
+                except OSError as e:
+                    errors[i] = _read_cause(e)
+            logits, status = self.infer_files(blobs) if blobs else (None, [])
+            ok = []
+            for j, (i, st) in enumerate(zip(where, status)):
+                if st == P.OK:
+                    ok.append((i, j))
+                else:
+                    errors[i] = st.removeprefix("error: ")
+            rows = logits[[j for _, j in ok]] if ok else np.zeros((0, len(self.card.classes)), np.float32)
+            yield RemoteBatch(paths, rows, [i for i, _ in ok], errors)
+
+    def _call(self, model: str, inputs: list, outputs: list[str]):
+        req = [self._tc.InferRequestedOutput(o) for o in outputs]
+        try:
+            if self.scheme == "grpc":
+                return self._client.infer(model, inputs, outputs=req, client_timeout=self.timeout_s)
+            return self._client.infer(model, inputs, outputs=req)
+        except self._exc as e:
+            raise ArtefactError(f"{self.url}: the server refused the request ({_one_line(e)})") from e
+
+    def describe(self) -> dict[str, Any]:
+        d = {"backend": self.name, "path": self.url, "url": self.url, "model": self.model,
+             "remote_decode": self.remote_decode}
+        if self.loaded:
+            d.update(precision=self.card.precision, artefact_sha256=self.artefact_sha256,
+                     max_batch=self.max_batch)
+        return d
+
+    def _close(self) -> None:
+        client, self._client = getattr(self, "_client", None), None
+        if client is not None:
+            client.close()
+
+
+def _text(v: Any) -> str:
+    return v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
+
+
+def _one_line(e: Exception) -> str:
+    return " ".join(str(e).split())[:300]
+
+
+def _read_cause(e: OSError) -> str:
+    if isinstance(e, FileNotFoundError):
+        return "file not found"
+    if isinstance(e, IsADirectoryError):
+        return "is a directory, not an image file"
+    if isinstance(e, PermissionError):
+        return "permission denied"
+    return f"cannot open ({e.strerror or e})"
