@@ -99,6 +99,7 @@ _MODULES = {
     "onnxruntime": "bonedeploy.backends.onnxrt",
     "tensorrt": "bonedeploy.backends.tensorrt",
     "triton": "bonedeploy.backends.triton",
+    "openvino": "bonedeploy.backends.openvino",
 }
 _BACKENDS: dict[str, type[Backend]] = {}
 

@@ -39,6 +39,12 @@ def bench(config: BenchConfig, console: Any = None, **runner_kwargs: Any) -> Ben
     for path in write_outputs(d, config.json_path, config.md_path, config.plot_path):
         if not config.quiet:
             console.print(f"wrote {path}", highlight=False)
+    if config.select:
+        from bonedeploy.backends.select import write_records
+
+        for path in write_records(d):
+            if not config.quiet:
+                console.print(f"wrote {path}", highlight=False)
     if not any(r.ran for r in result.results):
         raise ArtefactError("nothing could be benchmarked: " + "; ".join(
             f"{r.target.label}: {r.reason}" for r in result.results))

@@ -41,6 +41,8 @@ class BenchConfig:
     plot_path: Path | None = None
     quiet: bool = False
     command: str | None = None  # the command line, recorded in every output
+    isolate: bool = True  # each row in its own process (bonedeploy.bench.isolate)
+    select: bool = False  # write <artefact>.runtime.json (bonedeploy.backends.select)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -66,6 +68,7 @@ class BenchConfig:
                  f"{self.duration_s:g}", "--warmup", f"{self.warmup_s:g}", "--min-iters",
                  str(self.min_iterations), "--mode", self.mode]
         args += ["--compile"] * self.compile + ["--no-parity"] * (not self.parity)
+        args += ["--in-process"] * (not self.isolate) + ["--select"] * self.select
         if self.parity_n is not None:
             args += ["--parity-n", str(self.parity_n)]
         for flag, value in (("--json", self.json_path), ("--md", self.md_path),
@@ -86,7 +89,7 @@ class BenchConfig:
             "batch_sizes": list(self.batch_sizes), "duration_s": self.duration_s,
             "warmup_s": self.warmup_s, "min_iterations": self.min_iterations, "mode": self.mode,
             "compile": self.compile, "parity": self.parity, "parity_n": self.parity_n,
-            "cv_warn": self.cv_warn,
+            "cv_warn": self.cv_warn, "isolate": self.isolate, "select": self.select,
         }
 
 

@@ -251,5 +251,11 @@ def run_bench(config: BenchConfig, log: Log | None = None, **runner_kwargs: Any)
     """Benchmark every target named by ``config``; never raises for a row that cannot run."""
     from bonedeploy.util.machine import machine_info
 
-    targets = dsc.collect_targets(config.artefacts, config.run_dir, config.compile)
+    from bonedeploy.bench.runtimes import collect
+
+    targets = collect(config.artefacts, config.run_dir, config.compile)
+    if config.isolate and not runner_kwargs:  # test doubles cannot cross a process boundary
+        from bonedeploy.bench.isolate import run_isolated
+
+        return run_isolated(config, targets, machine_info(), log)
     return Runner(config, log, **runner_kwargs).run(targets, machine_info())

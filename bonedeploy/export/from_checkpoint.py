@@ -76,6 +76,10 @@ def _export_checkpoint(config: ExportConfig, log: Log) -> ExportResult:
             f.path = final
     finally:
         shutil.rmtree(stage, ignore_errors=True)
+    if config.openvino:
+        from bonedeploy.export.openvino_ir import export_all
+
+        export_all(config, result, ref, card.classes, log)
     maybe_build_engine(config, result, out_dir / onnx_filename(config.engine_precision),
                        cards[config.engine_precision], ref, log)
     result.report = out_dir / REPORT_NAME

@@ -103,6 +103,10 @@ def export_engine_only(config: ExportConfig, log: Log) -> ExportResult:
     from bonedeploy.export.tensorrt import tensorrt_available
 
     src = config.source
+    if config.openvino and not config.trt:
+        from bonedeploy.export.openvino_ir import export_ir_only
+
+        return export_ir_only(config, log)
     proto = ox.load_onnx(src)  # checker + IO contract: a broken file fails here, one line
     card = ox.read_card(proto, str(src))
     if config.trt is False:

@@ -44,6 +44,7 @@ class ExportConfig:
     parity_n: int | None = None
     gates: dict[str, Gate] = field(default_factory=lambda: dict(GATES))
     timing_cache_dir: Path | None = None
+    openvino: bool = False  # also OpenVINO IR beside each ONNX file (export.openvino_ir)
 
     def __post_init__(self) -> None:
         self.source = Path(self.source)

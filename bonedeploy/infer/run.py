@@ -31,7 +31,8 @@ class InferConfig:
     engine: Path
     inputs: tuple[Path, ...]
     out: Path = Path("predictions.csv")
-    backend: str | None = None  # default: chosen from the engine's suffix
+    backend: str | None = None  # None/auto: <engine>.runtime.json when valid, else by suffix
+    backend_settings: tuple[tuple[str, str], ...] = ()  # --backend-option KEY=VALUE
     provider: str | None = None  # onnxruntime only
     device: str | None = None  # auto | cpu | cuda
     precision: str | None = None  # torch only: fp32 | fp16
@@ -78,6 +79,7 @@ class InferConfig:
             opts.update(provider=self.provider, spinning=False if self.workers != 0 else None)
         elif self.provider:
             raise ConfigError(f"--provider applies to the onnxruntime backend only, not {backend}")
+        opts.update(dict(self.backend_settings))
         return opts
 
 
@@ -94,6 +96,7 @@ class InferResult:
     skipped_inputs: int = 0  # non-image files left out of folders
     metrics: dict[str, Any] | None = None
     metrics_path: Path | None = None
+    backend_choice: dict[str, Any] | None = None  # how --backend auto chose (backends.select)
     extra_rows: int = 0  # rows kept from earlier runs for paths not among these inputs
     notes: list[str] = field(default_factory=list)
     explained: int = 0  # images given a Grad-CAM map (--explain)
@@ -113,14 +116,18 @@ class InferResult:
         return 3 if self.errors and self.error_rate > max_error_rate else 0
 
 
-def open_engine(config: InferConfig):
+def open_engine(config: InferConfig, sha256: str | None = None):
     """Load the backend and refuse an engine that cannot take our inputs (before reading images)."""
     from bonedeploy.backends import backend_for_path, is_remote
+    from bonedeploy.backends.select import resolve
 
     if not is_remote(config.engine) and not config.engine.is_file():
         raise ArtefactError(f"engine not found: {config.engine}")
-    cls = backend_for_path(config.engine, config.backend)
-    backend = cls(config.engine, **config.backend_options(cls.name))
+    choice = resolve(config.engine, config.backend, sha256)
+    cls = backend_for_path(config.engine, choice.backend)
+    options = {**choice.options, **{k: v for k, v in config.backend_options(cls.name).items() if v is not None}}
+    backend = cls(config.engine, **options)
+    backend.choice = choice
     backend.load()
     try:
         check_engine_fits(backend, config.threshold)
@@ -197,16 +204,19 @@ def run_inference(config: InferConfig, progress: Progress | None = None) -> Infe
         raise ConfigError(f"{partial} exists from an interrupted run: pass --resume to continue it, "
                           "or delete it to start afresh")
     engine_sha = check_engine_record(config)
+    workers = config.workers
+    if workers is None and len(paths) <= config.batch_size:
+        workers = 0  # one batch: starting a decoder pool costs more than decoding it (cold start)
     # Decoder workers start (importing their modules) while the model loads; no image is read yet.
-    with BatchPrefetcher(config.workers, config.pool) as prefetcher:
-        backend = open_engine(config)
+    with BatchPrefetcher(workers, config.pool) as prefetcher:
+        backend = open_engine(config, engine_sha)
         try:
             if engine_sha is None:  # a remote engine: the served artefact's sha256, from the server
                 engine_sha = check_engine_record(config, backend.describe().get("artefact_sha256"))
         except BaseException:
             backend.close()
             raise
-        write_engine_record(config, engine_sha, decision_rule(config, backend).describe())
+        write_engine_record(config, engine_sha, decision_rule(config, backend).describe(), backend)
         explainer = None
         try:
             explainer = open_explainer(config, backend)
@@ -252,11 +262,11 @@ def run_record_path(out: Path) -> Path:
 def check_engine_record(config: InferConfig, sha: str | None = None) -> str | None:
     """Tie the predictions file to the engine that wrote it: ``--resume`` with another engine
     would mix two models' rows in one file, so it is refused (the file's sha256 decides)."""
-    from bonedeploy.util.fs import sha256_file
+    from bonedeploy.backends.modelcache import artefact_sha256
 
     if sha is None and not Path(config.engine).is_file():
         return None  # open_engine reports the missing file
-    record, sha = run_record_path(Path(config.out)), sha or sha256_file(config.engine)
+    record, sha = run_record_path(Path(config.out)), sha or artefact_sha256(config.engine)
     if config.resume and record.is_file():
         try:
             before = json.loads(record.read_text())
@@ -269,13 +279,22 @@ def check_engine_record(config: InferConfig, sha: str | None = None) -> str | No
     return sha
 
 
-def write_engine_record(config: InferConfig, sha: str | None, decision: dict[str, Any] | None = None) -> None:
-    """The run record: the engine, and the threshold used with where it came from."""
+def write_engine_record(config: InferConfig, sha: str | None, decision: dict[str, Any] | None = None,
+                        backend=None) -> None:
+    """The run record: the engine, the threshold used with where it came from, and which runtime
+    ran it (and how it was chosen)."""
     from bonedeploy.util.fs import write_json
 
     if sha is not None:
-        write_json(run_record_path(Path(config.out)), {"engine": str(config.engine), "engine_sha256": sha,
-                                                       "decision": decision})
+        record = {"engine": str(config.engine), "engine_sha256": sha, "decision": decision}
+        if backend is not None:
+            record.update(backend=backend.describe(), backend_choice=_choice(backend))
+        write_json(run_record_path(Path(config.out)), record)
+
+
+def _choice(backend) -> dict[str, Any] | None:
+    choice = getattr(backend, "choice", None)
+    return choice.to_dict() if choice is not None else None
 
 
 def decision_rule(config: InferConfig, backend):
@@ -343,7 +362,9 @@ def _finish(config, backend, store, paths, previous, new_rows, labels, seconds, 
         ok=sum(r["status"] == "ok" for r in ordered),
         errors=[(r["path"], r["status"].removeprefix("error: ")) for r in ordered if r["status"] != "ok"],
         backend=backend.describe(), seconds=seconds, skipped_inputs=skipped, extra_rows=len(extra),
-        decision=rule.describe())
+        decision=rule.describe(), backend_choice=_choice(backend))
+    if result.backend_choice and result.backend_choice.get("warning"):
+        result.notes.append(result.backend_choice["warning"])
     if labels:
         _add_metrics(result, config, ordered, classes, meta, rule.threshold)
     return result

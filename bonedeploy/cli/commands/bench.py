@@ -50,6 +50,11 @@ def command(
     json_path: Path = typer.Option(None, "--json", help="Write every number and the machine to JSON."),
     md_path: Path = typer.Option(None, "--md", help="Write a Markdown report."),
     plot_path: Path = typer.Option(None, "--plot", help="Write a PNG plot."),
+    isolate: bool = typer.Option(True, "--isolate/--in-process", help="Time each row in its own "
+                                 "process, the other runtimes idle (default), or all in this one."),
+    select: bool = typer.Option(False, "--select", help="Write <artefact>.runtime.json beside each "
+                                "file measured under several runtimes: the fastest that passed "
+                                "parity, used by `infer --backend auto`."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress or table on the terminal."),
     engine: str = typer.Option(None, "--engine", help="A Triton-served model, grpc://HOST:PORT/NAME or "
                                "http://HOST:PORT/NAME: client-side load at each --concurrency (images per "
@@ -60,7 +65,8 @@ def command(
 ) -> None:
     """Benchmark latency, throughput and accuracy parity of every artefact vs PyTorch.
 
-    Covers the PyTorch modes, ONNX fp32/fp16/int8 and TensorRT.
+    Covers the PyTorch modes, ONNX fp32/fp16/int8 (onnxruntime, and OpenVINO when installed),
+    OpenVINO IR and TensorRT.
 
     Artefacts that cannot run here are listed with the reason.
     Exit codes: 0 ok; 1 the run failed; 2 an artefact failed its parity gate (reports are written first).
@@ -76,6 +82,7 @@ def command(
         batch_sizes=parse_batch_sizes(batch_sizes), duration_s=duration, warmup_s=warmup,
         min_iterations=min_iters, mode=mode, compile=compile, parity=parity, parity_n=parity_n,
         json_path=json_path, md_path=md_path, plot_path=plot_path, quiet=quiet, command=invocation(),
+        isolate=isolate, select=select,
     )
     bench(config)
 

@@ -50,6 +50,9 @@ def command(
                                                                    "[default: ~/.cache/bonedeploy/tensorrt-timing]."),
     explain: bool = typer.Option(False, "--explain", help="Also write model.explain.onnx: logits and an "
                                  "in-graph Grad-CAM output 'cam' (AlexNet family)."),
+    openvino: bool = typer.Option(False, "--openvino", help="Also write OpenVINO IR (.xml + .bin) "
+                                  "beside each ONNX file, gated like them (needs the [openvino] extra); "
+                                  "with an .onnx input: only its IR."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only the result table and errors."),
     triton_repo: Path = typer.Option(None, "--triton-repo", help="Also write a Triton model repository "
                                      "here (DIR/NAME/config.pbtxt + 1/model.onnx|model.plan); from an "
@@ -108,7 +111,8 @@ def build_config(opts: dict[str, Any]):
     pick = lambda key, pkey=None: opts.get(key) if opts.get(key) is not None else prof.get(pkey or key)  # noqa: E731
     kwargs: dict[str, Any] = {"source": opts["source"], "out": opts.get("out"), "calib": opts.get("calib"),
                               "data": opts.get("data"), "parity_n": opts.get("parity_n"),
-                              "timing_cache_dir": opts.get("timing_cache")}
+                              "timing_cache_dir": opts.get("timing_cache"),
+                              "openvino": bool(opts.get("openvino"))}
     if (p := pick("precision")) is not None:
         kwargs["precisions"] = tuple(s.strip().lower() for s in str(p).split(",") if s.strip())
     if (b := pick("batch")) is not None:

@@ -32,10 +32,16 @@ HELP = "\n\n".join([
 
 def command(
     inputs: list[Path] = typer.Argument(..., help="Image files and/or folders.", show_default=False),
-    engine: Path = typer.Option(..., "--engine", "-e", help="model.onnx, model.trt, best.pt, or a Triton "
-                                "server's model: grpc://HOST:PORT/NAME or http://HOST:PORT/NAME."),
-    backend: str = typer.Option(None, "--backend", help="torch, onnxruntime or tensorrt "
-                                "(default: from the engine's suffix)."),
+    engine: Path = typer.Option(..., "--engine", "-e", help="model.onnx, model.xml (OpenVINO IR), "
+                                "model.trt, best.pt, or a Triton server's model: grpc://HOST:PORT/NAME "
+                                "or http://HOST:PORT/NAME."),
+    backend: str = typer.Option("auto", "--backend", help="auto, torch, onnxruntime, openvino, "
+                                "tensorrt or triton. auto: the runtime recorded by `bench --select` in "
+                                "<engine>.runtime.json, else by the engine's suffix (onnxruntime "
+                                "for .onnx)."),
+    backend_option: list[str] = typer.Option(None, "--backend-option", help="KEY=VALUE passed to "
+                                             "the backend, repeatable (e.g. threads=2, hint=latency "
+                                             "for openvino)."),
     provider: str = typer.Option(None, "--provider", help="onnxruntime execution provider, e.g. cpu, "
                                  "cuda, tensorrt (default: the best available)."),
     device: str = typer.Option(None, "--device", help="auto, cpu or cuda."),
@@ -66,10 +72,12 @@ def command(
 ) -> None:
     from rich.console import Console
 
+    from bonedeploy.backends.select import check_requested
     from bonedeploy.infer.run import run_inference
 
     config = InferConfig(
-        engine=engine, inputs=tuple(inputs), out=out, backend=backend, provider=provider,
+        engine=engine, inputs=tuple(inputs), out=out, backend=check_requested(backend),
+        backend_settings=parse_backend_options(backend_option or []), provider=provider,
         device=device, precision=precision, cuda_graph=cuda_graph, batch_size=batch_size,
         workers=workers, resume=resume, threshold=threshold, labels=labels,
         max_error_rate=max_error_rate, remote_decode=remote_decode, explain=explain,
@@ -88,6 +96,18 @@ def command(
 command.__doc__ = HELP
 
 
+def parse_backend_options(items: list[str]) -> tuple[tuple[str, str], ...]:
+    from bonedeploy.errors import ConfigError
+
+    out = []
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--backend-option {item!r}: expected KEY=VALUE, e.g. threads=2")
+        out.append((key.strip(), value.strip()))
+    return tuple(out)
+
+
 def print_summary(console, result) -> None:
     from rich.markup import escape
 
@@ -100,6 +120,8 @@ def print_summary(console, result) -> None:
         d = r.decision
         console.print(f"decision: {d['rule']} ({d['threshold_source']}; temperature {d['temperature']:.3g})",
                       highlight=False)
+    if r.backend_choice and r.backend_choice.get("how") != "requested":
+        console.print(f"backend {r.backend.get('backend')}: {r.backend_choice['how']}", highlight=False)
     for path, cause in r.errors[:10]:
         console.print(f"  [red]error[/] {escape(str(path))}: {escape(str(cause))}", highlight=False)
     if len(r.errors) > 10:

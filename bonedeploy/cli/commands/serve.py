@@ -24,7 +24,7 @@ def command(
     instances: int = typer.Option(1, "--instances", help="Model instances (processes) per model."),
     max_request_mb: float = typer.Option(64.0, "--max-request-mb", help="Largest file or tensor request "
                                          "accepted; larger ones get an error status."),
-    backend: str = typer.Option(None, "--backend", help="torch, onnxruntime or tensorrt (default: by suffix)."),
+    backend: str = typer.Option(None, "--backend", help="torch, onnxruntime, openvino or tensorrt (default: by suffix)."),
     device: str = typer.Option(None, "--device", help="auto, cpu or cuda."),
     provider: str = typer.Option(None, "--provider", help="onnxruntime execution provider (cpu, cuda, tensorrt)."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show Triton's own log."),

@@ -1,0 +1,65 @@
+"""Rows for every runtime that can run an artefact: OpenVINO beside onnxruntime for each
+``.onnx`` (whenever OpenVINO is installed), and OpenVINO IR files found in the run directory."""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import replace
+from pathlib import Path
+
+from bonedeploy.backends.select import candidates
+from bonedeploy.bench.targets import Target
+
+LABELS = {"openvino": "OpenVINO", "onnxruntime": "ONNX"}
+
+
+def openvino_installed() -> bool:
+    return importlib.util.find_spec("openvino") is not None
+
+
+def openvino_twin(t: Target) -> Target:
+    """The same file, run by OpenVINO; key ``openvino-int8`` beside ``onnx-int8``."""
+    return replace(t, key="openvino-" + t.key.removeprefix("onnx-"), backend="openvino",
+                   label=t.label.replace("ONNX", "OpenVINO", 1), requires=(), options={})
+
+
+def ir_target(path: Path) -> Target:
+    name = path.name.lower()
+    prec = next((p for p in ("fp16", "int8") if f".{p}." in name), "fp32")
+    return Target(f"openvino-ir-{path.stem}", f"OpenVINO IR {prec} ({path.name})", path, "openvino",
+                  prec)
+
+
+def add_runtime_rows(targets: list[Target], run_dir: str | Path | None = None) -> list[Target]:
+    """``targets`` with an OpenVINO row after each ONNX row, plus IR files in ``run_dir``."""
+    if not openvino_installed():
+        return targets
+    out: list[Target] = []
+    keys = {t.key for t in targets}
+    for t in targets:
+        out.append(t)
+        if t.backend == "onnxruntime" and "openvino" in candidates(t.path):
+            twin = openvino_twin(t)
+            if twin.key not in keys:
+                out.append(twin)
+    if run_dir is not None and Path(run_dir).is_dir():
+        named = {Path(t.path).resolve() for t in targets}
+        for xml in sorted(Path(run_dir).glob("*.xml")):
+            if xml.with_suffix(".bin").is_file() and xml.resolve() not in named:
+                out.append(ir_target(xml))
+    return out
+
+
+def collect(artefacts: list[Path], run_dir: Path | None, compile: bool = False) -> list[Target]:
+    """``bench.targets.collect_targets`` plus OpenVINO rows; ``.xml`` IR files may be named too."""
+    from bonedeploy.bench.targets import collect_targets
+
+    ir = [Path(a) for a in artefacts if Path(a).suffix.lower() == ".xml"]
+    rest = [a for a in artefacts if Path(a).suffix.lower() != ".xml"]
+    if ir and not rest:
+        targets = collect_targets([], run_dir, compile)[:1] if run_dir else []
+        targets = [t for t in targets if t.reference and Path(t.path).is_file()]
+    else:
+        targets = collect_targets(rest, run_dir, compile)
+    targets = add_runtime_rows(targets, run_dir if not artefacts else None)
+    return targets + [ir_target(p) for p in ir]
