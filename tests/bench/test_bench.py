@@ -271,10 +271,14 @@ def test_bench_real_checkpoint_and_onnx(tmp_path):
 def test_peak_rss_is_reset_per_artefact():
     from bonedeploy.bench import memory
 
-    big = np.ones(40 * 2**20 // 8)  # 40 MiB touched
-    big += 1
+    import mmap
+
+    # Fresh pages from the OS and back to it on close: a numpy array may reuse an arena that an
+    # earlier test left mapped, and then neither raises the peak nor lowers the current RSS.
+    big = mmap.mmap(-1, 40 * 2**20)
+    big.write(b"x" * len(big))  # 40 MiB touched
     before = memory.peak_rss_mb()
-    del big
+    big.close()
     if not memory.reset_peak_rss():
         pytest.skip("this OS cannot reset the peak RSS; the process-wide peak is reported instead")
     assert memory.peak_rss_mb() < before - 20
