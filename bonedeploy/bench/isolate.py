@@ -3,7 +3,7 @@
 ONNX Runtime's intra-op threads spin after every run, and OpenVINO keeps its own thread pool:
 with both in one process taking turns, OpenVINO's batch-1 time doubled on a 2-core CPU. Here
 every row runs the ordinary :class:`~bonedeploy.bench.run.Runner` in a fresh child process
-(``python -m bonedeploy.bench.isolate JOB``), one after another, with nothing else of ours
+(``python -m bonedeploy.bench.child JOB``), one after another, with nothing else of ours
 alive; the parent only waits. Parity stays one computation: the first child picks the parity
 set and, as the reference, keeps its logits; every later child gets both and gates itself with
 the same code (``Runner._parity``). Peak RSS is then per artefact, from a clean process.
@@ -26,9 +26,9 @@ from bonedeploy.bench.results import ArtefactResult, BenchConfig, BenchReport
 
 Log = Callable[[str], None]
 CHILD_TIMEOUT_S = 3600.0
-CHILD_MODULE = "bonedeploy.bench.isolate"
+CHILD_MODULE = "bonedeploy.bench.child"
 HOW = ("each row was timed in its own process, one after another, with no other runtime loaded "
-       "(bonedeploy.bench.isolate)")
+       "(bonedeploy.bench.child)")
 
 
 def run_isolated(config: BenchConfig, targets: list[dsc.Target], machine: dict[str, Any],
@@ -108,7 +108,7 @@ def _run_child(tmp: Path, config: BenchConfig, target: dsc.Target, shared: dict[
     with open(answer, "rb") as fh:
         out = pickle.load(fh)
     if out.get("inputs_error"):
-        from bonedeploy.bench.run import InputsError
+        from bonedeploy.bench.results import InputsError
 
         raise InputsError(out["inputs_error"])
     return out
@@ -123,35 +123,3 @@ def _child_env() -> dict[str, str]:
 
 def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in ".-_" else "_" for c in name)
-
-
-def child_main(job_path: str) -> int:
-    """One row: the ordinary Runner on one target, its reference and parity set given."""
-    from bonedeploy.bench.run import InputsError, Runner
-
-    with open(job_path, "rb") as fh:
-        job = pickle.load(fh)
-    runner = Runner(job["config"], log=lambda msg: print("log: " + msg, flush=True),
-                    inputs=job["inputs"])
-    if job["ref"] is not None:
-        runner.ref_logits, runner.ref_label, runner.ref_key = (job["ref"][k] for k in ("logits", "label", "key"))
-    res = ArtefactResult(job["target"])
-    out: dict[str, Any] = {}
-    try:
-        runner._run_one(res)
-        res.describe["process"] = os.getpid()
-    except InputsError as e:
-        out["inputs_error"] = str(e)
-    finally:
-        runner._tmp.cleanup()
-    out.update(result=res, inputs=runner.inputs, notes=runner.notes,
-               files=len(runner.files) if runner.files is not None else None,
-               ref=None if runner.ref_logits is None else
-               {"logits": runner.ref_logits, "label": runner.ref_label, "key": runner.ref_key})
-    with open(job["answer"], "wb") as fh:
-        pickle.dump(out, fh)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(child_main(sys.argv[1]))

@@ -16,7 +16,11 @@ from bonedeploy.bench.timing import (
     DEFAULT_WARMUP_S,
     TimingStats,
 )
-from bonedeploy.errors import ConfigError
+from bonedeploy.errors import ConfigError, DataError
+
+
+class InputsError(DataError):
+    """The images every row is measured on could not be prepared: the run fails, not one row."""
 
 MODES = ("compute", "e2e", "both")
 RESULT_FORMAT = "bonedeploy.bench/1"

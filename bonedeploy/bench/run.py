@@ -14,23 +14,18 @@ import numpy as np
 from bonedeploy.bench import inputs as inp
 from bonedeploy.bench import memory
 from bonedeploy.bench import targets as dsc
-from bonedeploy.bench.results import ArtefactResult, BenchConfig, BenchReport
+from bonedeploy.bench.results import ArtefactResult, BenchConfig, BenchReport, InputsError
 from bonedeploy.bench.timing import measure
 from bonedeploy.eval import parity
 from bonedeploy.eval.parity import ParitySet, select_parity_set
 from bonedeploy.errors import (
     BackendUnavailableError,
     BonedeployError,
-    DataError,
     IncompatibleEngineError,
 )
 
 Log = Callable[[str], None]
 PARITY_CHUNK = 32  # inside every engine profile's default max; backends chunk larger batches
-
-
-class InputsError(DataError):
-    """The images every row is measured on could not be prepared: the run fails, not one row."""
 
 
 def _open_compiled(target: dsc.Target, **options: Any):
