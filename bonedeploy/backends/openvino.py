@@ -17,7 +17,7 @@ Options (all overridable, e.g. ``bonedeploy infer --backend-option threads=2``):
   runs what was exported and gated. int8 layers run in int8 either way.
 - ``shapes``: dynamic (default: one model compiled with a dynamic batch) or static (one compiled
   model per batch size seen, reused). Measured on the 2-core EPYC, int8 AlexNet, separate processes
-  (docs/edge.md): static was 2-4% faster per batch (within that machine's noise), dynamic reached
+  (README, Edge CPUs): static was 2-4% faster per batch (within that machine's noise), dynamic reached
   its first result 0.5-0.6 s sooner (a warm start compiles straight from the cached blob by path;
   static parses and reshapes the model, and compiles again for every new batch size, e.g. a
   folder's last partial batch). Edge boxes restart often: dynamic is the default.
