@@ -147,7 +147,10 @@ def run_demo(config: DemoConfig, log: Log | None = None, reporter: Any = None,
             bench_report = bench(BenchConfig(
                 run_dir=run, batch_sizes=size.bench_batch_sizes, duration_s=size.bench_duration,
                 warmup_s=min(0.2, size.bench_duration), mode="compute", json_path=out / "bench.json",
-                md_path=out / "bench.md", plot_path=out / "bench.png", quiet=config.quiet),
+                md_path=out / "bench.md", plot_path=out / "bench.png", quiet=config.quiet,
+                # one process: the demo's speed table is a first look (a child per row costs a
+                # model load each); `bonedeploy bench` times each row with the others idle
+                isolate=False, other_runtimes=False),
                 console=console)
         except GateFailedError as e:  # the outputs are written; report it in the summary
             bench_error = str(e)

@@ -46,6 +46,7 @@ class BenchConfig:
     quiet: bool = False
     command: str | None = None  # the command line, recorded in every output
     isolate: bool = True  # each row in its own process (bonedeploy.bench.isolate)
+    other_runtimes: bool = True  # also each ONNX file on every other installed runtime (OpenVINO)
     select: bool = False  # write <artefact>.runtime.json (bonedeploy.backends.select)
 
     def __post_init__(self) -> None:

@@ -248,7 +248,7 @@ def run_bench(config: BenchConfig, log: Log | None = None, **runner_kwargs: Any)
 
     from bonedeploy.bench.runtimes import collect
 
-    targets = collect(config.artefacts, config.run_dir, config.compile)
+    targets = collect(config.artefacts, config.run_dir, config.compile, config.other_runtimes)
     if config.isolate and not runner_kwargs:  # test doubles cannot cross a process boundary
         from bonedeploy.bench.isolate import run_isolated
 

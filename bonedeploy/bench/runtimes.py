@@ -50,8 +50,10 @@ def add_runtime_rows(targets: list[Target], run_dir: str | Path | None = None) -
     return out
 
 
-def collect(artefacts: list[Path], run_dir: Path | None, compile: bool = False) -> list[Target]:
-    """``bench.targets.collect_targets`` plus OpenVINO rows; ``.xml`` IR files may be named too."""
+def collect(artefacts: list[Path], run_dir: Path | None, compile: bool = False,
+            other_runtimes: bool = True) -> list[Target]:
+    """``bench.targets.collect_targets`` plus OpenVINO rows (unless ``other_runtimes`` is off);
+    ``.xml`` IR files may be named too."""
     from bonedeploy.bench.targets import collect_targets
 
     ir = [Path(a) for a in artefacts if Path(a).suffix.lower() == ".xml"]
@@ -61,5 +63,6 @@ def collect(artefacts: list[Path], run_dir: Path | None, compile: bool = False) 
         targets = [t for t in targets if t.reference and Path(t.path).is_file()]
     else:
         targets = collect_targets(rest, run_dir, compile)
-    targets = add_runtime_rows(targets, run_dir if not artefacts else None)
+    if other_runtimes:
+        targets = add_runtime_rows(targets, run_dir if not artefacts else None)
     return targets + [ir_target(p) for p in ir]

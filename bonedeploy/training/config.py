@@ -37,7 +37,7 @@ class TrainConfig:
     weight_decay: float | None = None
     dropout: float | None = None  # only for models that have dropout (AlexNet)
     device: str = "auto"
-    precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on the CPU
+    precision: str = "auto"  # auto: bf16 autocast on CUDA and on CPUs with native bf16, else fp32
     seed: int = 0
     split_seed: int = 0
     val_fraction: float = 0.2

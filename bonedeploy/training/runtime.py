@@ -50,11 +50,21 @@ def resolve_runtime(device: str, precision: str, channels_last: bool | None,
                           f"(built for CUDA {built}); use --device cpu or --device auto")
     dev = torch.device("cuda" if device == "cuda" or (device == "auto" and has_cuda) else "cpu")
     if precision == "auto":
-        bf16_ok = dev.type == "cuda" and torch.cuda.is_bf16_supported()
-        precision = "bf16" if bf16_ok and not deterministic else "fp32"
+        precision = "bf16" if _bf16_pays_off(torch, dev) and not deterministic else "fp32"
     if channels_last is None:
         channels_last = dev.type == "cuda"
     return Runtime(dev, precision, bool(channels_last), bool(deterministic))
+
+
+def _bf16_pays_off(torch: Any, dev: Any) -> bool:
+    """bf16 autocast where the hardware computes in bf16: CUDA GPUs that support it, and CPUs with
+    native bf16 (an AlexNet training step on a 2-core AMD EPYC with AVX512_BF16: 2.8 s vs 3.7 s in
+    fp32, batch 16). On other CPUs oneDNN emulates it and it is slower than fp32."""
+    if dev.type == "cuda":
+        return bool(torch.cuda.is_bf16_supported())
+    from bonedeploy.util.machine import native_bf16_cpu
+
+    return native_bf16_cpu()
 
 
 @contextlib.contextmanager

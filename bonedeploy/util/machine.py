@@ -45,6 +45,24 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+@lru_cache(maxsize=1)
+def cpu_flags() -> frozenset[str]:
+    """The CPU feature flags Linux reports (empty elsewhere)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def native_bf16_cpu() -> bool:
+    """Bfloat16 dot products in hardware (AVX512_BF16: AMD Zen 4+, Intel Cooper Lake; AMX: Intel
+    Sapphire Rapids+). Without them oneDNN emulates bf16 and autocast is slower than fp32."""
+    return bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
+
+
 def gpu_info() -> dict[str, Any] | None:
     """GPU name/driver via nvidia-smi when present; never imports torch."""
     try:

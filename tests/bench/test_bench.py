@@ -283,3 +283,14 @@ def test_peak_rss_is_reset_per_artefact():
         pytest.skip("this OS cannot reset the peak RSS; the process-wide peak is reported instead")
     assert memory.peak_rss_mb() < before - 20
     assert memory.current_rss_mb() == pytest.approx(memory.peak_rss_mb(), abs=20)
+
+
+def test_other_runtimes_can_be_left_out(tmp_path, monkeypatch):
+    """OpenVINO twins of each ONNX row come only with other_runtimes (the demo's quick look)."""
+    from bonedeploy.bench import runtimes
+
+    (tmp_path / "model.onnx").write_bytes(b"x")
+    monkeypatch.setattr(runtimes, "openvino_installed", lambda: True)
+    with_twins = [t.key for t in runtimes.collect([tmp_path / "model.onnx"], None)]
+    without = [t.key for t in runtimes.collect([tmp_path / "model.onnx"], None, other_runtimes=False)]
+    assert "openvino-fp32" in with_twins and without == [k for k in with_twins if not k.startswith("openvino")]

@@ -36,8 +36,8 @@ def command(
                                        "(default: the seed's for this model)."),
     dropout: float = typer.Option(None, "--dropout", help="Dropout (AlexNet variants only)."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
-    precision: str = typer.Option("auto", "--precision", help="auto (bf16 autocast on CUDA, fp32 on "
-                                  "the CPU) | fp32 | bf16."),
+    precision: str = typer.Option("auto", "--precision", help="auto (bf16 autocast on CUDA and on "
+                                  "CPUs with native bf16, e.g. AVX512_BF16; else fp32) | fp32 | bf16."),
     seed: int = typer.Option(0, "--seed", help="Seed for weight init, batch order, flips, dropout."),
     split_seed: int = typer.Option(0, "--split-seed", help="Seed of the stratified train/val split."),
     val_fraction: float = typer.Option(0.2, "--val-fraction", help="Share of each class held out."),
