@@ -9,6 +9,8 @@ card's temperature and operating point. An unreadable image is reported and the 
 
 from __future__ import annotations
 
+import abc
+
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Sequence
@@ -18,7 +20,7 @@ import numpy as np
 from bonedeploy.errors import ArtefactError, BonedeployError, ConfigError, DataError
 
 
-class Explainer:
+class Explainer(abc.ABC):
     """Logits and Grad-CAM maps for a batch; ``load()`` acquires, ``close()`` releases."""
 
     suffixes: ClassVar[tuple[str, ...]] = ()
@@ -26,12 +28,12 @@ class Explainer:
     def __init__(self, path: Path, layer: str | None = None):
         self.path, self.layer, self.card = Path(path), layer, None
 
-    def load(self) -> "Explainer":
-        raise NotImplementedError
+    @abc.abstractmethod
+    def load(self) -> "Explainer": ...
 
+    @abc.abstractmethod
     def logits_and_cams(self, x: np.ndarray, choose) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(logits N x C, chosen class per image, cams N x H x W); ``choose(logits)`` -> classes."""
-        raise NotImplementedError
 
     def close(self) -> None:
         pass

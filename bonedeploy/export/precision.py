@@ -1,6 +1,6 @@
 """Reduced-precision ONNX variants: fp16 (onnxconverter-common) and int8 static QDQ
 (onnxruntime.quantization), both with float32 input and output so every consumer feeds the same
-tensor. TensorRT builds them strongly typed (DESIGN.md section 3).
+tensor. TensorRT builds them strongly typed.
 
 int8 choices: QDQ format (what TensorRT's explicit quantisation reads, and what onnxruntime's CPU
 EP fuses into integer kernels), per-channel symmetric int8 weights, symmetric int8 activations
