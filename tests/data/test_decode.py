@@ -6,11 +6,10 @@ Kept free of a top-level torch import: the workers import this module to run its
 import os
 import sys
 from concurrent.futures.process import BrokenProcessPool
-from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from imagekit import png
 
 import bonedeploy.data.decode
 from bonedeploy.data.decode import DecodedSet, decode_dataset, make_pool
@@ -24,11 +23,6 @@ from bonedeploy.ui.progress import Progress
 SPEC = PreprocessSpec(crop_size=16)
 
 
-def png(path: Path, value: int = 0, size=(12, 20)) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    arr = (np.arange(size[0] * size[1]).reshape(size) + value) % 256
-    Image.fromarray(arr.astype(np.uint8)).save(path)
-    return path
 
 
 class Counted(Progress):

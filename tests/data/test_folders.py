@@ -3,9 +3,8 @@
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
+from imagekit import png
 
 from bonedeploy.data.folders import FolderScan, list_images, scan_image_folder
 from bonedeploy.data.split import SPLIT_FORMAT, SplitManifest, make_split, split_from_folders
@@ -15,11 +14,6 @@ from bonedeploy.data.preprocess import PreprocessSpec
 SPEC = PreprocessSpec(crop_size=16)
 
 
-def png(path: Path, value: int = 0, size=(12, 20)) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    arr = (np.arange(size[0] * size[1]).reshape(size) + value) % 256
-    Image.fromarray(arr.astype(np.uint8)).save(path)
-    return path
 
 
 def touch(path: Path, text: str = "x") -> Path:
