@@ -33,18 +33,19 @@ class DemoSize:
     bench_duration: float
     precise_bn: bool = False  # short schedules: BatchNorm running stats lag the weights
     eval_train: bool = True  # off on the CPU: a fifth of the epoch for a number the demo never uses
+    cold_start_runs: int = 1  # timed `infer` starts per bench row (each costs a process start)
 
 
 SIZES = {
     # The seed's schedule (100 epochs, lr 1e-4) for the GPU; a short, hotter one for the CPU.
     "gpu": DemoSize(n=353, test_n=200, epochs=100, lr=1e-4, batch_size=32,
-                    bench_batch_sizes=(1, 8, 32), bench_duration=3.0),
+                    bench_batch_sizes=(1, 8, 32), bench_duration=3.0, cold_start_runs=3),
     "cpu": DemoSize(n=200, test_n=100, epochs=4, lr=1e-4, batch_size=16,
                     bench_batch_sizes=(1, 8), bench_duration=0.3, precise_bn=True,
                     eval_train=False),
     "tiny": DemoSize(n=40, test_n=12, epochs=1, lr=3e-4, batch_size=8,
                      bench_batch_sizes=(1,), bench_duration=0.1, precise_bn=True,
-                     eval_train=False),
+                     eval_train=False, cold_start_runs=0),
 }
 
 
@@ -150,7 +151,7 @@ def run_demo(config: DemoConfig, log: Log | None = None, reporter: Any = None,
                 md_path=out / "bench.md", plot_path=out / "bench.png", quiet=config.quiet,
                 # one process: the demo's speed table is a first look (a child per row costs a
                 # model load each); `bonedeploy bench` times each row with the others idle
-                isolate=False, other_runtimes=False),
+                isolate=False, other_runtimes=False, cold_start_runs=size.cold_start_runs),
                 console=console)
         except GateFailedError as e:  # the outputs are written; report it in the summary
             bench_error = str(e)

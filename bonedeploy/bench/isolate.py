@@ -64,7 +64,7 @@ def run_isolated(config: BenchConfig, targets: list[dsc.Target], machine: dict[s
         data["e2e_files"] = shared["files"]
     ref = shared["ref"]
     return BenchReport(config, machine, [results[t.key] for t in targets], data, notes,
-                       reference=ref["key"] if ref else None)
+                       reference=ref["key"] if ref else None, parity_set=inputs)
 
 
 def _run_child(tmp: Path, config: BenchConfig, target: dsc.Target, shared: dict[str, Any],
@@ -78,7 +78,7 @@ def _run_child(tmp: Path, config: BenchConfig, target: dsc.Target, shared: dict[
     cmd = [sys.executable, "-m", CHILD_MODULE, str(job)]
     try:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                env=_child_env())
+                                env=child_env())
     except OSError as e:
         return {"failed": f"cannot start a benchmark process ({e})"}
     tail: list[str] = []
@@ -114,7 +114,8 @@ def _run_child(tmp: Path, config: BenchConfig, target: dsc.Target, shared: dict[
     return out
 
 
-def _child_env() -> dict[str, str]:
+def child_env() -> dict[str, str]:
+    """Our environment, with the bonedeploy this process imported first on the path."""
     env = dict(os.environ)
     here = str(Path(__file__).resolve().parents[2])  # the bonedeploy the parent imported
     env["PYTHONPATH"] = here + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")

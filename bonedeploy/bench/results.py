@@ -48,6 +48,7 @@ class BenchConfig:
     isolate: bool = True  # each row in its own process (bonedeploy.bench.isolate)
     other_runtimes: bool = True  # also each ONNX file on every other installed runtime (OpenVINO)
     select: bool = False  # write <artefact>.runtime.json (bonedeploy.backends.select)
+    cold_start_runs: int = 3  # timed `infer` starts per row (bonedeploy.bench.coldstart); 0: none
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -59,6 +60,8 @@ class BenchConfig:
             raise ConfigError("--duration and --warmup must be >= 0 seconds")
         if self.min_iterations < 1:
             raise ConfigError(f"--min-iters must be >= 1, got {self.min_iterations}")
+        if self.cold_start_runs < 0:
+            raise ConfigError(f"--cold-start-runs must be >= 0 (0: no cold start), got {self.cold_start_runs}")
         self.artefacts = [Path(a) for a in self.artefacts]
 
     def command_line(self) -> str:
@@ -76,6 +79,7 @@ class BenchConfig:
         args += ["--in-process"] * (not self.isolate) + ["--select"] * self.select
         if self.parity_n is not None:
             args += ["--parity-n", str(self.parity_n)]
+        args += ["--cold-start-runs", str(self.cold_start_runs)]
         for flag, value in (("--json", self.json_path), ("--md", self.md_path),
                             ("--plot", self.plot_path)):
             if value is not None:
@@ -95,6 +99,7 @@ class BenchConfig:
             "warmup_s": self.warmup_s, "min_iterations": self.min_iterations, "mode": self.mode,
             "compile": self.compile, "parity": self.parity, "parity_n": self.parity_n,
             "cv_warn": self.cv_warn, "isolate": self.isolate, "select": self.select,
+            "cold_start_runs": self.cold_start_runs,
         }
 
 
@@ -114,6 +119,7 @@ class ArtefactResult:
     peak_rss_mb: float | None = None
     rss_added_mb: float | None = None  # peak minus the RSS before loading: what this artefact cost
     peak_gpu_mb: float | None = None
+    cold_start: dict[str, Any] | None = None  # bonedeploy.bench.coldstart.ColdStart.to_dict()
 
     @property
     def ran(self) -> bool:
@@ -130,7 +136,7 @@ class ArtefactResult:
                         for m, per in self.timings.items()},
             "parity": self.parity, "gate_failures": list(self.gate_failures),
             "peak_rss_mb": self.peak_rss_mb, "rss_added_mb": self.rss_added_mb,
-            "peak_gpu_mb": self.peak_gpu_mb,
+            "peak_gpu_mb": self.peak_gpu_mb, "cold_start": self.cold_start,
         }
 
 
@@ -144,6 +150,7 @@ class BenchReport:
     reference: str | None = None  # key of the row parity and speed-ups are measured against
     created: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc)
                          .isoformat(timespec="seconds"))
+    parity_set: Any = None  # the ParitySet the rows ran on (not serialised; cold start reads a file of it)
 
     @property
     def gate_failures(self) -> dict[str, list[str]]:

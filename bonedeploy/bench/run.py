@@ -83,7 +83,7 @@ class Runner:
             if self.files is not None:
                 data["e2e_files"] = len(self.files)
             return BenchReport(self.config, machine, [results[t.key] for t in targets], data,
-                               self.notes, reference=self.ref_key)
+                               self.notes, reference=self.ref_key, parity_set=self.inputs)
         finally:
             self._tmp.cleanup()
 
@@ -252,5 +252,11 @@ def run_bench(config: BenchConfig, log: Log | None = None, **runner_kwargs: Any)
     if config.isolate and not runner_kwargs:  # test doubles cannot cross a process boundary
         from bonedeploy.bench.isolate import run_isolated
 
-        return run_isolated(config, targets, machine_info(), log)
-    return Runner(config, log, **runner_kwargs).run(targets, machine_info())
+        report = run_isolated(config, targets, machine_info(), log)
+    else:
+        report = Runner(config, log, **runner_kwargs).run(targets, machine_info())
+    if config.cold_start_runs and not runner_kwargs:  # after every row: nothing else is running
+        from bonedeploy.bench.coldstart import add_cold_starts
+
+        add_cold_starts(report, config.cold_start_runs, config.data, log)
+    return report

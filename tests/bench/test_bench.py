@@ -253,7 +253,7 @@ def test_bench_real_checkpoint_and_onnx(tmp_path):
 
     cfg = BenchConfig(run_dir=tmp_path, data=tmp_path / "data", batch_sizes=(1, 2), duration_s=0.0,
                       warmup_s=0.0, min_iterations=2, mode="compute", quiet=True,
-                      json_path=tmp_path / "b.json")
+                      json_path=tmp_path / "b.json", cold_start_runs=1)
     rep = bench(cfg)
     res = {r.target.key: r for r in rep.results}
     ref, onnx32 = res["torch-fp32"], res["onnx-fp32"]
@@ -266,6 +266,10 @@ def test_bench_real_checkpoint_and_onnx(tmp_path):
         assert res["torch-fp16-graph"].status == "unavailable"
     assert res["onnx-int8"].status == "missing"
     assert (tmp_path / "b.json").is_file()
+    # `bonedeploy infer` started on the real checkpoint (torch) and its ONNX file, one image each
+    for row in (ref, onnx32):
+        assert row.cold_start["runs"] == 1 and row.cold_start["median_s"] > 0, row.cold_start
+    assert "--engine" in ref.cold_start["command"] and "best.pt" in ref.cold_start["command"]
 
 
 def test_peak_rss_is_reset_per_artefact():

@@ -33,7 +33,8 @@ def run_dir(tmp_path):
 
 def config(run_dir, **kw):
     return BenchConfig(run_dir=run_dir, data=run_dir.parent / "data", batch_sizes=(1, 2), duration_s=0.0,
-                       warmup_s=0.0, min_iterations=2, mode="compute", quiet=True, **kw)
+                       warmup_s=0.0, min_iterations=2, mode="compute", quiet=True,
+                       **{"cold_start_runs": 0, **kw})  # cold start: tests/bench/test_coldstart.py
 
 
 def test_each_row_runs_in_its_own_process_with_parity_against_the_first(run_dir):

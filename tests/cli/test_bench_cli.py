@@ -12,7 +12,8 @@ from PIL import Image
 from bonedeploy.cli.app import main
 from onnxkit import tiny_card, tiny_onnx_classifier
 
-FAST = ["--batch-sizes", "1,3", "--duration", "0.01", "--warmup", "0", "--min-iters", "2"]
+FAST = ["--batch-sizes", "1,3", "--duration", "0.01", "--warmup", "0", "--min-iters", "2",
+        "--cold-start-runs", "0"]  # cold start: tests/bench/test_coldstart.py
 
 
 def write_png(path, level, seed):

@@ -96,7 +96,8 @@ def _bench_result(tmp_path) -> dict:
     parity = {"n": 40, "max_abs_dprob": 3e-3, "mean_abs_dprob": 1e-4, "top1_agreement": 0.95,
               "accuracy_ref": 0.8, "accuracy_cand": 0.775, "accuracy_delta": -0.025, "flips": []}
     rows = [ArtefactResult(Target(key, label, tmp_path / name, backend, prec, reference=key == "torch-fp32"),
-                           status=status, precision=prec, size_mb=140.6, timings=timings, parity=parity)
+                           status=status, precision=prec, size_mb=140.6, timings=timings, parity=parity,
+                           cold_start={"median_s": 1.23, "min_s": 1.2, "max_s": 1.3, "runs": 3})
             for key, label, name, backend, prec, status in (
                 ("torch-fp32", "PyTorch fp32 eager", "best.pt", "torch", "fp32", "ok"),
                 ("onnx-int8", "ONNX int8 (QDQ)", "model.int8.onnx", "onnxruntime", "int8", "gate failed"))]

@@ -21,7 +21,7 @@ def test_bench_json_records_the_typed_command(tmp_path, monkeypatch, capsys):
     run = tmp_path / "run dir"
     tiny_onnx_classifier(run / "model.onnx")
     argv = ["bench", "--dir", str(run), "--no-parity", "--mode", "compute", "--batch-sizes", "1",
-            "--duration", "0", "--warmup", "0", "--min-iters", "2", "--json", str(tmp_path / "b.json"), "-q"]
+            "--duration", "0", "--warmup", "0", "--min-iters", "2", "--cold-start-runs", "0", "--json", str(tmp_path / "b.json"), "-q"]
     monkeypatch.setattr(sys, "argv", ["pytest"])  # in-process: main(argv) is the command
     with pytest.raises(SystemExit) as info:
         main(argv)

@@ -65,8 +65,14 @@ def parity_cells(r: dict[str, Any]) -> dict[str, str]:
     }
 
 
+def cold_start_s(r: dict[str, Any]) -> float | None:
+    """Median seconds from process start to the first prediction (``bench.coldstart``)."""
+    return (r.get("cold_start") or {}).get("median_s")
+
+
 def warnings(d: dict[str, Any]) -> list[str]:
-    out = []
+    out = [f"{r['label']}: cold start failed: {r['cold_start']['error']}" for r in d["results"]
+           if (r.get("cold_start") or {}).get("error")]
     for r in d["results"]:
         for m, per in (r.get("timings") or {}).items():
             out += [f"{r['label']} {m} batch {bs}: {t['warning']}" for bs, t in per.items()
@@ -99,8 +105,10 @@ def rich_table(d: dict[str, Any], mode: str = "compute", parity: bool = True, wi
     bss = d["config"]["batch_sizes"]
     ref = reference(d)
     cols = [Col("artefact", KEY, "left"), Col("status", KEY, "left")]
+    cold = parity and any(cold_start_s(r) is not None for r in d["results"])
     cols += [Col(h, p) for h, p in (("MB", 1), ("acc", 3), ("Δacc pp", 2), ("agree", 4), ("max|Δp|", 0))
              if parity or h == "MB"]
+    cols += [Col("start s", 5)] * cold
     cols += [Col(f"batch {bs}", 100 - i) for i, bs in enumerate(bss)]
     rows = []
     for r in d["results"]:
@@ -108,10 +116,13 @@ def rich_table(d: dict[str, Any], mode: str = "compute", parity: bool = True, wi
         dacc = (r.get("parity") or {}).get("accuracy_delta")
         acc = [pc["acc"], "–" if dacc is None else f"{dacc * 100:+.1f}", pc["agree"], pc["dprob"]]
         rows.append([escape(r["label"]), STATUS_SHORT.get(r["status"], r["status"]), _f(r.get("size_mb"), ".1f"),
-                     *(acc if parity else []), *(_cell(d, r, mode, bs) for bs in bss)])
+                     *(acc if parity else []), *[_f(cold_start_s(r), ".2f")] * cold,
+                     *(_cell(d, r, mode, bs) for bs in bss)])
     return fit_table(cols, rows, width, title=f"bonedeploy bench — {MODE_TITLES[mode]}", box=box.SIMPLE_HEAD,
-                     caption=f"reference: {ref['label'] if ref else 'none'}; per batch: p50 ms, images/s "
-                             "(× reference)", caption_justify="left")
+                     caption=f"reference: {ref['label'] if ref else 'none'}; "
+                             + ("start s: process start → first prediction of `bonedeploy infer` on one "
+                                "image (median); " if cold else "")
+                             + "per batch: p50 ms, images/s (× reference)", caption_justify="left")
 
 
 def _cell(d: dict[str, Any], r: dict[str, Any], mode: str, bs: int) -> str:
@@ -178,6 +189,15 @@ def _runs_on(r: dict[str, Any]) -> str:
     return ", ".join(where) if isinstance(where, list) else str(where)
 
 
+def _cold_cell(r: dict[str, Any]) -> str:
+    c = r.get("cold_start") or {}
+    if c.get("error"):
+        return "failed"
+    if c.get("median_s") is None:
+        return "–"
+    return f"{c['median_s']:.2f} ({c['min_s']:.2f}–{c['max_s']:.2f}, n = {c['runs']})"
+
+
 def to_markdown(d: dict[str, Any]) -> str:
     m, cfg = d["machine"], d["config"]
     ref = reference(d)
@@ -206,11 +226,16 @@ def to_markdown(d: dict[str, Any]) -> str:
                        c["flips"]])(parity_cells(r)),
           *[_md_speed(d, r, first, bs) for bs in cfg["batch_sizes"]]]
          for r in d["results"]]), ""]
-    lines += ["## Load time and memory", "", _md_table(
-        ["artefact", "backend", "precision", "load s", "first call s", "peak RSS MB", "RSS added MB",
-         "peak GPU MB", "runs on"],
+    lines += ["## Load time, cold start and memory", "",
+              "Cold start: process start → the first prediction row of `bonedeploy infer` on one "
+              "image, median (min–max) of the timed starts after one untimed start, each row's "
+              "starts with nothing else running; its peak RSS is that process's.", "", _md_table(
+        ["artefact", "backend", "precision", "load s", "first call s", "cold start s", "first start s",
+         "cold-start RSS MB", "peak RSS MB", "RSS added MB", "peak GPU MB", "runs on"],
         [[r["label"], r["backend"], str(r.get("precision")), _f(r.get("load_s"), ".2f"),
-          _f(r.get("first_call_s"), ".2f"),
+          _f(r.get("first_call_s"), ".2f"), _cold_cell(r),
+          _f((r.get("cold_start") or {}).get("first_run_s"), ".2f"),
+          _f((r.get("cold_start") or {}).get("peak_rss_mb"), ".0f"),
           _f(r.get("peak_rss_mb"), ".0f"), _f(r.get("rss_added_mb"), ".0f"),
           _f(r.get("peak_gpu_mb"), ".0f"), _runs_on(r)]
          for r in d["results"] if r["status"] in ("ok", "gate failed")]), ""]

@@ -55,6 +55,10 @@ def command(
     select: bool = typer.Option(False, "--select", help="Write <artefact>.runtime.json beside each "
                                 "file measured under several runtimes: the fastest that passed "
                                 "parity, used by `infer --backend auto`."),
+    cold_start_runs: int = typer.Option(default_of(BenchConfig, "cold_start_runs"), "--cold-start-runs",
+                                        show_default=True, help="Per row, time this many starts of "
+                                        "`bonedeploy infer` on one image, process start to the first "
+                                        "row, after one untimed start (0: skip)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress or table on the terminal."),
     engine: str = typer.Option(None, "--engine", help="A Triton-served model, grpc://HOST:PORT/NAME or "
                                "http://HOST:PORT/NAME: client-side load at each --concurrency (images per "
@@ -82,7 +86,7 @@ def command(
         batch_sizes=parse_batch_sizes(batch_sizes), duration_s=duration, warmup_s=warmup,
         min_iterations=min_iters, mode=mode, compile=compile, parity=parity, parity_n=parity_n,
         json_path=json_path, md_path=md_path, plot_path=plot_path, quiet=quiet, command=invocation(),
-        isolate=isolate, select=select,
+        isolate=isolate, select=select, cold_start_runs=cold_start_runs,
     )
     bench(config)
 

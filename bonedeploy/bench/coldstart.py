@@ -1,0 +1,194 @@
+"""Cold start: process start -> the first prediction row of ``bonedeploy infer`` on one image.
+
+What an edge box that restarts often pays before its first answer: interpreter start, imports,
+reading and compiling the model (or loading its compiled-model cache), one decode, one inference,
+one row written. Timed from outside, as a user would see it: ``python -m bonedeploy infer
+--engine ART IMAGE`` is started and the output's ``.partial`` file is polled every 2 ms until it
+holds a row. One untimed start comes first: it fills the page cache and builds the backend's
+compiled-model caches, as the first start after an install would; the timed starts then measure
+a warm restart. Peak RSS is ``VmHWM`` of ``/proc/<pid>/status``, polled (``wait4``'s
+``ru_maxrss`` would count the pages of the parent that forked it).
+
+One truth: ``bonedeploy bench`` (a column per row) and ``benchmarks/cold_start.py`` both call
+:func:`measure_cold_start`.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bonedeploy.errors import ConfigError
+
+INFER_BACKENDS = ("torch", "onnxruntime", "openvino", "tensorrt")  # what `infer --backend` takes
+TIMEOUT_S = 300.0  # one start; a TensorRT engine or torch on a slow disk can take a while
+POLL_S = 0.002
+# Target options `infer` has a flag for; any other option becomes --backend-option KEY=VALUE.
+FLAGS = {"device": "--device", "precision": "--precision", "provider": "--provider"}
+
+
+class ColdStartError(RuntimeError):
+    """An ``infer`` start failed: its exit status and the end of what it printed."""
+
+
+@dataclass
+class ColdStart:
+    backend: str
+    command: str
+    first_run_s: float  # the untimed start: page cache and compiled-model caches built here
+    times_s: list[float] = field(default_factory=list)  # to the first row, each timed start
+    exit_s: list[float] = field(default_factory=list)
+    peak_rss_mb: float = 0.0
+
+    @property
+    def median_s(self) -> float:
+        return statistics.median(self.times_s)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"backend": self.backend, "command": self.command, "runs": len(self.times_s),
+                "first_run_s": self.first_run_s, "median_s": self.median_s,
+                "min_s": min(self.times_s), "max_s": max(self.times_s),
+                "median_exit_s": statistics.median(self.exit_s), "peak_rss_mb": self.peak_rss_mb,
+                "all_s": list(self.times_s)}
+
+
+def infer_args(options: dict[str, Any]) -> list[str] | None:
+    """``infer`` flags reproducing a bench row's backend options; None when ``infer`` cannot
+    (a CUDA-graph row: infer captures its graph for --batch-size, not for one image)."""
+    if options.get("cuda_graph"):
+        return None
+    args: list[str] = []
+    for key, value in sorted(options.items()):
+        if value is None or key == "batch_size":
+            continue
+        if key in FLAGS:
+            args += [FLAGS[key], str(value)]
+        else:
+            args += ["--backend-option", f"{key}={value}"]
+    return args
+
+
+def infer_command(artefact: Path, image: Path, out: Path, backend: str,
+                  options: dict[str, Any] | None = None) -> list[str]:
+    if backend not in INFER_BACKENDS:
+        raise ConfigError(f"cold start: backend {backend!r} is not one `bonedeploy infer` runs; "
+                          f"valid: {', '.join(INFER_BACKENDS)}")
+    extra = infer_args(options or {})
+    if extra is None:
+        raise ConfigError(f"cold start: `bonedeploy infer` cannot reproduce the options {options}")
+    return [sys.executable, "-m", "bonedeploy", "infer", "--engine", str(artefact), str(image),
+            "--out", str(out), "--backend", backend, "--quiet", *extra]
+
+
+def time_start(cmd: list[str], out: Path, env: dict[str, str] | None = None,
+               timeout_s: float = TIMEOUT_S) -> dict[str, float]:
+    """One start: seconds to the first written row and to exit, and the peak RSS in MB."""
+    partial = out.with_name(out.name + ".partial")
+    for p in (out, partial, out.with_name(out.name + ".run.json")):
+        p.unlink(missing_ok=True)
+    log = out.with_name(out.name + ".stderr")
+    with open(log, "wb") as err_fh:  # a file, not a pipe: a chatty child must not block on it
+        first, exited, hwm, code = _watch(cmd, partial, out, err_fh, env, timeout_s)
+    err = log.read_text(errors="replace")
+    log.unlink(missing_ok=True)
+    if code != 0:
+        raise ColdStartError(f"{shlex.join(cmd)} exited {code}: {' '.join(err.split())[-600:]}")
+    return {"first_row_s": first if first is not None else exited, "exit_s": exited, "peak_rss_mb": hwm}
+
+
+def _watch(cmd, partial: Path, out: Path, err_fh, env, timeout_s: float):
+    """(seconds to the first row or None, seconds to exit, peak RSS MB, exit status)."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err_fh, env=env)
+    first, hwm = None, 0.0
+    try:
+        while True:
+            hwm = max(hwm, _vm_hwm_mb(proc.pid))
+            pid, status, _ = os.wait4(proc.pid, os.WNOHANG)
+            now = time.perf_counter()
+            if first is None and (_has_row(partial) or _has_row(out)):
+                first = now - t0
+            if pid:
+                proc.returncode = os.waitstatus_to_exitcode(status)
+                break
+            if now - t0 > timeout_s:
+                raise ColdStartError(f"{shlex.join(cmd)} ran past {timeout_s:g} s")
+            time.sleep(POLL_S)
+    finally:
+        if proc.returncode is None:  # timed out, or interrupted: never leave it running
+            proc.kill()
+            proc.wait()
+    return first, now - t0, hwm, proc.returncode
+
+
+def measure_cold_start(artefact: str | Path, backend: str, image: str | Path, runs: int,
+                       workdir: str | Path, options: dict[str, Any] | None = None,
+                       env: dict[str, str] | None = None) -> ColdStart:
+    """One untimed start, then ``runs`` timed ones (``runs`` >= 1)."""
+    if runs < 1:
+        raise ConfigError(f"cold start: runs must be >= 1, got {runs}")
+    out = Path(workdir) / f"coldstart-{backend}.csv"
+    cmd = infer_command(Path(artefact), Path(image), out, backend, options)
+    first = time_start(cmd, out, env)
+    timed = [time_start(cmd, out, env) for _ in range(runs)]
+    for p in (out, out.with_name(out.name + ".run.json")):
+        p.unlink(missing_ok=True)
+    return ColdStart(backend, shlex.join(cmd), first["first_row_s"],
+                     [t["first_row_s"] for t in timed], [t["exit_s"] for t in timed],
+                     max(t["peak_rss_mb"] for t in timed))
+
+
+def _vm_hwm_mb(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0.0
+
+
+def _has_row(path: Path) -> bool:
+    try:
+        return path.stat().st_size > 0 and path.read_text().count("\n") >= 2  # header + one row
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+def add_cold_starts(report, runs: int, data: Path | None = None, log=None) -> None:
+    """Give each row of a finished ``BenchReport`` that ``infer`` can run its cold start, one row
+    after another with nothing else of ours running; a start that fails is recorded, not raised."""
+    import tempfile
+
+    from bonedeploy.bench.inputs import image_files
+    from bonedeploy.bench.isolate import child_env
+
+    log = log or (lambda msg: None)
+    rows = [r for r in report.results if r.ran and r.target.backend in INFER_BACKENDS
+            and infer_args(r.target.options) is not None]
+    if not rows or runs < 1:
+        return
+    with tempfile.TemporaryDirectory(prefix="bonedeploy-coldstart-") as tmp:
+        holder = tempfile.TemporaryDirectory(dir=tmp)
+        image = image_files(report.parity_set, data, 1, holder)[0][0]
+        for r in rows:
+            try:
+                cs = measure_cold_start(r.target.path, r.target.backend, image, runs, tmp,
+                                        r.target.options, env=child_env())
+            except (ColdStartError, OSError) as e:
+                r.cold_start = {"error": str(e)}
+                log(f"{r.target.label}: cold start failed: {e}")
+                continue
+            r.cold_start = cs.to_dict()
+            log(f"{r.target.label}: cold start {cs.median_s:.2f} s (median of {runs}; the first "
+                f"start {cs.first_run_s:.2f} s), peak RSS {cs.peak_rss_mb:.0f} MB")
+    report.notes.append(f"cold start: process start → the first row of `bonedeploy infer` on one "
+                        f"image ({Path(image).name}), median of {runs} starts after one untimed start "
+                        "that warms the page cache and the compiled-model caches; one row at a time")
