@@ -12,10 +12,10 @@ from rich.console import Console
 
 from bonedeploy.bench import render
 from bonedeploy.bench.render import report
-from bonedeploy.bench import BenchConfig, Runner
+from bonedeploy.bench import BenchConfig, run_bench
 from bonedeploy.bench.targets import Target
 from bonedeploy.util.fs import write_json, write_text
-from bonedeploy.util.machine import machine_info, machine_slug
+from bonedeploy.util.machine import machine_slug
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -32,8 +32,7 @@ def script_command() -> str:
 
 def run_targets(targets: list[Target], config: BenchConfig, console: Console) -> dict[str, Any]:
     log = None if config.quiet else (lambda m: console.print(f"[dim]{m}[/]", highlight=False))
-    rep = Runner(config, log).run(targets, machine_info())
-    return rep.to_dict()
+    return run_bench(config, log, targets).to_dict()  # bench's own orchestration: isolation, cold start
 
 
 def row(d: dict[str, Any], key: str) -> dict[str, Any] | None:

@@ -1,14 +1,10 @@
 #!/usr/bin/env python
 """Cold start: process start -> first written prediction of ``bonedeploy infer`` on one image.
 
-For each backend, one untimed run first (it fills the page cache and builds the backend's
-compiled-model cache, as the first start of an edge box after install would), then ``--runs``
-timed runs; reported: the median, min and max of the time until the row is in the output file
-(polled every 2 ms) and until the process exits, and the process's peak RSS (``VmHWM`` of
-``/proc/<pid>/status``, polled: ``wait4``'s ``ru_maxrss`` would include the forking parent's
-pages, which Linux carries across ``exec``; decoder workers are not counted, and one batch of
-inputs decodes in the process itself). Target (issue 13): <= 1.5 s with the int8 file on a
-2-core CPU, warm page cache.
+The measurement is ``bonedeploy.bench.coldstart`` (the one ``bonedeploy bench`` makes per row):
+for each backend one untimed start (page cache, compiled-model cache), then ``--runs`` timed
+starts; reported: median, min and max to the first written row and to exit, and the peak RSS.
+Target (issue 13): <= 1.5 s with the int8 file on a 2-core CPU, warm page cache.
 
     python benchmarks/cold_start.py --onnx <run>/model.int8.onnx                  # all backends
     python benchmarks/cold_start.py --onnx m.int8.onnx --backends openvino --runs 9
@@ -20,11 +16,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -45,61 +38,11 @@ def parse_args() -> argparse.Namespace:
     return p.parse_args()
 
 
-def one_run(cmd: list[str], out: Path) -> dict[str, float]:
-    """Seconds to the first written row and to exit, and the peak RSS in MB."""
-    for p in (out, out.with_name(out.name + ".partial"), out.with_name(out.name + ".run.json")):
-        p.unlink(missing_ok=True)
-    partial = out.with_name(out.name + ".partial")
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    first, hwm = None, 0.0
-    while True:
-        hwm = max(hwm, _vm_hwm_mb(proc.pid))
-        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-        now = time.perf_counter()
-        if first is None and (_has_row(partial) or _has_row(out)):
-            first = now - t0
-        if pid:
-            break
-        time.sleep(0.002)
-    exited = now - t0
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-    if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(cmd)} exited {proc.returncode}: {err[-800:]}")
-    return {"first_row_s": first if first is not None else exited, "exit_s": exited,
-            "peak_rss_mb": hwm}
-
-
-def _vm_hwm_mb(pid: int) -> float:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return 0.0
-
-
-def _has_row(path: Path) -> bool:
-    try:
-        return path.stat().st_size > 0 and path.read_text().count("\n") >= 2  # header + one row
-    except (OSError, UnicodeDecodeError):
-        return False
-
-
 def measure(backend: str, onnx: Path, image: Path, runs: int, work: Path) -> dict[str, Any]:
-    out = work / f"{backend}.csv"
-    cmd = [sys.executable, "-m", "bonedeploy", "infer", "--engine", str(onnx), str(image),
-           "--out", str(out), "--backend", backend, "-q"]
-    first_ever = one_run(cmd, out)  # page cache + compiled-model cache
-    timed = [one_run(cmd, out) for _ in range(runs)]
-    rows = [t["first_row_s"] for t in timed]
-    return {"backend": backend, "runs": runs, "command": " ".join(cmd),
-            "first_run_s": first_ever["first_row_s"],
-            "median_s": statistics.median(rows), "min_s": min(rows), "max_s": max(rows),
-            "median_exit_s": statistics.median(t["exit_s"] for t in timed),
-            "peak_rss_mb": max(t["peak_rss_mb"] for t in timed), "all_s": rows}
+    """The library's measurement (``bonedeploy.bench.coldstart``), as ``bench`` makes it."""
+    from bonedeploy.bench.coldstart import measure_cold_start
+
+    return measure_cold_start(onnx, backend, image, runs, work).to_dict()
 
 
 def synthetic_image(work: Path) -> Path:

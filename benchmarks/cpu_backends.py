@@ -4,9 +4,9 @@
 Reproduces ``benchmarks/results/<machine>.md`` (and .json/.png). Ratios are against PyTorch fp32
 eager measured in the same run, on the same machine, with the same preprocessed inputs. Every row
 is timed in its own process, one after another (``bonedeploy.bench.isolate``), so ONNX Runtime's
-spinning threads and OpenVINO's pool never share the CPU. Also measured: cold start (process
-start -> first written row of ``bonedeploy infer`` on one image, median of ``--cold-runs``) and its
-peak RSS per backend, with the int8 file (``benchmarks/cold_start.py``).
+spinning threads and OpenVINO's pool never share the CPU. Also measured for every row, after all
+rows were timed: cold start (process start -> first written row of ``bonedeploy infer`` on one
+image, median of ``--cold-runs``) and its peak RSS (``bonedeploy.bench.coldstart``).
 
 Targets (issue #6): int8 ONNX >= 3x PyTorch eager throughput at batch 8 with top-1 agreement >= 98%;
 fp32 ONNX >= PyTorch eager at every batch size. Issue 13 (on an Intel CPU with AVX-512 VNNI;
@@ -106,10 +106,10 @@ def main() -> None:
     config = BenchConfig(run_dir=run, batch_sizes=tuple(int(b) for b in args.batch_sizes.split(",")),
                          duration_s=args.duration, warmup_s=args.warmup, min_iterations=args.min_iters,
                          mode=args.mode, quiet=args.quiet, command=script_command(),
-                         isolate=not args.in_process)
+                         isolate=not args.in_process, cold_start_runs=args.cold_runs)
     d = run_targets(targets, config, console)
-    cold = cold_starts(run / ONNX_FILES["int8"], args.cold_runs, console)
-    d["cold_start"] = cold
+    cold = [{"key": r["key"], "label": r["label"], **r["cold_start"]} for r in d["results"]
+            if (r.get("cold_start") or {}).get("median_s") is not None]
 
     def ratio(key: str, bs: int) -> float | None:
         r = row(d, key)
@@ -131,9 +131,10 @@ def main() -> None:
                      ">=", 1.0, "×") for bs in config.batch_sizes]
     checks += [check("OpenVINO int8 ÷ onnxruntime int8, batch 8", ov_vs_ort, ">=", 1.3, "×"),
                check(f"best CPU path ({best_key}) ÷ PyTorch fp32 eager, batch 8", best, ">=", 5.0, "×")]
-    for c in cold:
-        checks.append(check(f"cold start, {c['backend']} int8 (median of {c['runs']}, s)",
-                            c["median_s"], "<=", 1.5, " s"))
+    for key in ("onnx-int8", "openvino-int8"):
+        c = next((c for c in cold if c["key"] == key), None)
+        checks.append(check(f"cold start, {key} (median of {c['runs'] if c else '–'}, s)",
+                            c and c["median_s"], "<=", 1.5, " s"))
     for key in ("openvino-int8", "onnx-int8"):
         t = (((row(d, key) or {}).get("timings") or {}).get("compute") or {}).get("8")
         if t and peak:
@@ -191,34 +192,14 @@ def peak_text(peak: dict | None) -> str:
             f"{peak['images_per_s']:.0f} img/s; reached at batch 8: {reached}.")
 
 
-def cold_starts(onnx: Path, runs: int, console: Console) -> list[dict]:
-    if runs <= 0 or not onnx.is_file():
-        return []
-    import tempfile
-
-    from cold_start import BACKENDS, measure, synthetic_image
-
-    from bonedeploy.bench.runtimes import openvino_installed
-
-    out = []
-    with tempfile.TemporaryDirectory(prefix="bonedeploy-cold-") as tmp:
-        image = synthetic_image(Path(tmp))
-        for b in BACKENDS:
-            if b == "openvino" and not openvino_installed():
-                continue
-            out.append(measure(b, onnx, image, runs, Path(tmp)))
-            console.print(f"cold start {b}: median {out[-1]['median_s']:.2f} s, peak RSS "
-                          f"{out[-1]['peak_rss_mb']:.0f} MB", highlight=False)
-    return out
-
-
 def cold_text(cold: list[dict]) -> str:
     if not cold:
         return "Cold start: not measured."
-    rows = "; ".join(f"{c['backend']} {c['median_s']:.2f} s (min {c['min_s']:.2f}, max {c['max_s']:.2f}), "
+    rows = "; ".join(f"{c['label']} {c['median_s']:.2f} s ({c['min_s']:.2f}–{c['max_s']:.2f}), "
                      f"peak RSS {c['peak_rss_mb']:.0f} MB" for c in cold)
-    return ("Cold start of `bonedeploy infer` on one image with the int8 file (process start → first "
-            f"written row, warm page cache and compiled-model cache, median of {cold[0]['runs']}): " + rows + ".")
+    return ("Cold start of `bonedeploy infer` on one image (process start → first written row, warm "
+            f"page cache and compiled-model cache, median of {cold[0]['runs']}, one row at a time "
+            "after all timing): " + rows + ".")
 
 
 if __name__ == "__main__":

@@ -82,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
         config = BenchConfig(batch_sizes=tuple(int(b) for b in args.batch_sizes.split(",")),
                              duration_s=args.duration, warmup_s=args.warmup,
                              min_iterations=args.min_iters, mode="compute", compile=args.compile,
-                             parity_n=args.parity_n, quiet=args.quiet, command=script_command())
+                             parity_n=args.parity_n, quiet=args.quiet, command=script_command(),
+                             isolate=False, cold_start_runs=0)  # one CUDA context; starts: cpu_backends.py
         d = run_targets(targets, config, console)
 
     def p50(key: str, bs: int) -> float | None:

@@ -242,13 +242,16 @@ class Runner:
         return max(2 * cfg.min_iterations + 8, int((cfg.warmup_s + cfg.duration_s) * 1000 * 1.2))
 
 
-def run_bench(config: BenchConfig, log: Log | None = None, **runner_kwargs: Any) -> BenchReport:
-    """Benchmark every target named by ``config``; never raises for a row that cannot run."""
+def run_bench(config: BenchConfig, log: Log | None = None, targets: list[dsc.Target] | None = None,
+              **runner_kwargs: Any) -> BenchReport:
+    """Benchmark every target named by ``config`` (or ``targets``, for scripts that pick their own
+    rows); never raises for a row that cannot run."""
     from bonedeploy.util.machine import machine_info
 
     from bonedeploy.bench.runtimes import collect
 
-    targets = collect(config.artefacts, config.run_dir, config.compile, config.other_runtimes)
+    if targets is None:
+        targets = collect(config.artefacts, config.run_dir, config.compile, config.other_runtimes)
     if config.isolate and not runner_kwargs:  # test doubles cannot cross a process boundary
         from bonedeploy.bench.isolate import run_isolated
 
