@@ -181,11 +181,13 @@ def _summarise(config, size, cuda, synth, trained, exported, deploy, inferred, b
     speed = []
     if bench_report is not None:
         for r in bench_report.to_dict()["results"]:
+            start = (r.get("cold_start") or {}).get("median_s")
             for mode, per in (r.get("timings") or {}).items():
-                for bs, st in per.items():
+                for i, (bs, st) in enumerate(per.items()):
                     speed.append({"artefact": r.get("label"), "status": r["status"], "mode": mode,
                                   "batch": int(bs), "p50_ms": st.get("p50_ms"),
-                                  "images_per_s": st.get("images_per_s")})
+                                  "images_per_s": st.get("images_per_s"),
+                                  "cold_start_s": start if i == 0 else None})
             if not r.get("timings"):
                 speed.append({"artefact": r.get("label"), "status": r["status"],
                               "reason": r.get("reason")})
@@ -253,13 +255,16 @@ def summary_markdown(s: dict[str, Any]) -> str:
         if eng.get("command"):
             lines += ["", f"Build it on the target with `{eng['command']}`."]
     lines += ["", "## Speed (compute only, this machine)", "",
-              "| artefact | batch | p50 ms | images/s | status |", "|---|---:|---:|---:|---|"]
+              "Cold start: process start → the first row of `bonedeploy infer` on one image.", "",
+              "| artefact | batch | p50 ms | images/s | cold start s | status |",
+              "|---|---:|---:|---:|---:|---|"]
     for r in s["bench"]["rows"]:
         if "batch" in r:
+            start = "" if r.get("cold_start_s") is None else f"{r['cold_start_s']:.2f}"
             lines.append(f"| {r['artefact']} | {r['batch']} | {r['p50_ms']:.2f} | "
-                         f"{r['images_per_s']:.1f} | {r['status']} |")
+                         f"{r['images_per_s']:.1f} | {start} | {r['status']} |")
         else:
-            lines.append(f"| {r['artefact']} | – | – | – | {r['status']}: {r.get('reason')} |")
+            lines.append(f"| {r['artefact']} | – | – | – | – | {r['status']}: {r.get('reason')} |")
     lines += ["", "## Files", "",
               f"- data: `{s['data']['root']}` (answer key `{s['data']['answers']}`)",
               f"- checkpoint: `{s['training']['checkpoint']}`",
