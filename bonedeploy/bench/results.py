@@ -49,6 +49,7 @@ class BenchConfig:
     other_runtimes: bool = True  # also each ONNX file on every other installed runtime (OpenVINO)
     select: bool = False  # write <artefact>.runtime.json (bonedeploy.backends.select)
     cold_start_runs: int = 3  # timed `infer` starts per row (bonedeploy.bench.coldstart); 0: none
+    backends: tuple[str, ...] = ()  # only rows of these backends (+ the reference); (): all
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -60,6 +61,14 @@ class BenchConfig:
             raise ConfigError("--duration and --warmup must be >= 0 seconds")
         if self.min_iterations < 1:
             raise ConfigError(f"--min-iters must be >= 1, got {self.min_iterations}")
+        self.backends = tuple(self.backends)
+        if self.backends:
+            from bonedeploy.bench.runtimes import bench_backends
+
+            valid = bench_backends()
+            unknown = [b for b in self.backends if b not in valid]
+            if unknown:
+                raise ConfigError(f"--backend {','.join(unknown)}: unknown; valid backends: {', '.join(valid)}")
         if self.cold_start_runs < 0:
             raise ConfigError(f"--cold-start-runs must be >= 0 (0: no cold start), got {self.cold_start_runs}")
         self.artefacts = [Path(a) for a in self.artefacts]
@@ -80,6 +89,8 @@ class BenchConfig:
         if self.parity_n is not None:
             args += ["--parity-n", str(self.parity_n)]
         args += ["--cold-start-runs", str(self.cold_start_runs)]
+        if self.backends:
+            args += ["--backend", ",".join(self.backends)]
         for flag, value in (("--json", self.json_path), ("--md", self.md_path),
                             ("--plot", self.plot_path)):
             if value is not None:
@@ -99,7 +110,7 @@ class BenchConfig:
             "warmup_s": self.warmup_s, "min_iterations": self.min_iterations, "mode": self.mode,
             "compile": self.compile, "parity": self.parity, "parity_n": self.parity_n,
             "cv_warn": self.cv_warn, "isolate": self.isolate, "select": self.select,
-            "cold_start_runs": self.cold_start_runs,
+            "cold_start_runs": self.cold_start_runs, "backends": list(self.backends),
         }
 
 

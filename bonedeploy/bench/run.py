@@ -35,7 +35,7 @@ def _open_compiled(target: dsc.Target, **options: Any):
 
 
 # Bench-only modes that are not registered backends (they exist to be measured against).
-OPENERS: dict[str, Callable[..., Any]] = {"torch-compile": _open_compiled}
+OPENERS: dict[str, Callable[..., Any]] = {dsc.TORCH_COMPILE: _open_compiled}
 
 
 def open_target(target: dsc.Target, **extra: Any):
@@ -251,7 +251,8 @@ def run_bench(config: BenchConfig, log: Log | None = None, targets: list[dsc.Tar
     from bonedeploy.bench.runtimes import collect
 
     if targets is None:
-        targets = collect(config.artefacts, config.run_dir, config.compile, config.other_runtimes)
+        targets = collect(config.artefacts, config.run_dir, config.compile, config.other_runtimes,
+                          config.backends)
     if config.isolate and not runner_kwargs:  # test doubles cannot cross a process boundary
         from bonedeploy.bench.isolate import run_isolated
 

@@ -30,9 +30,11 @@ def ir_target(path: Path) -> Target:
                   prec)
 
 
-def add_runtime_rows(targets: list[Target], run_dir: str | Path | None = None) -> list[Target]:
-    """``targets`` with an OpenVINO row after each ONNX row, plus IR files in ``run_dir``."""
-    if not openvino_installed():
+def add_runtime_rows(targets: list[Target], run_dir: str | Path | None = None,
+                     force: bool = False) -> list[Target]:
+    """``targets`` with an OpenVINO row after each ONNX row, plus IR files in ``run_dir``; when
+    OpenVINO is missing, only if ``force`` (asked for by name: the rows then say why they cannot run)."""
+    if not (force or openvino_installed()):
         return targets
     out: list[Target] = []
     keys = {t.key for t in targets}
@@ -51,9 +53,9 @@ def add_runtime_rows(targets: list[Target], run_dir: str | Path | None = None) -
 
 
 def collect(artefacts: list[Path], run_dir: Path | None, compile: bool = False,
-            other_runtimes: bool = True) -> list[Target]:
+            other_runtimes: bool = True, backends: tuple[str, ...] = ()) -> list[Target]:
     """``bench.targets.collect_targets`` plus OpenVINO rows (unless ``other_runtimes`` is off);
-    ``.xml`` IR files may be named too."""
+    ``.xml`` IR files may be named too. ``backends``: only rows of these (and the reference)."""
     from bonedeploy.bench.targets import collect_targets
 
     ir = [Path(a) for a in artefacts if Path(a).suffix.lower() == ".xml"]
@@ -63,6 +65,16 @@ def collect(artefacts: list[Path], run_dir: Path | None, compile: bool = False,
         targets = [t for t in targets if t.reference and Path(t.path).is_file()]
     else:
         targets = collect_targets(rest, run_dir, compile)
-    if other_runtimes:
-        targets = add_runtime_rows(targets, run_dir if not artefacts else None)
-    return targets + [ir_target(p) for p in ir]
+    if other_runtimes or "openvino" in backends:
+        targets = add_runtime_rows(targets, run_dir if not artefacts else None, "openvino" in backends)
+    targets += [ir_target(p) for p in ir]
+    return [t for t in targets if not backends or t.backend in backends or t.reference]
+
+
+def bench_backends() -> tuple[str, ...]:
+    """What ``bench --backend`` takes: every registered local backend, and bench's own modes."""
+    from bonedeploy.backends.base import get_backend, list_backends
+    from bonedeploy.bench.targets import BENCH_ONLY_BACKENDS
+
+    local = [n for n in list_backends() if not get_backend(n).schemes]  # triton: --engine URL
+    return (*local, *BENCH_ONLY_BACKENDS)

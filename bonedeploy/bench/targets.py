@@ -23,6 +23,8 @@ STATUS_INCOMPATIBLE = "incompatible"  # engine built for another TensorRT/GPU
 STATUS_ERROR = "error"              # failed while loading or running
 STATUS_GATE = "gate failed"         # ran, but parity with the reference fails its gate
 
+TORCH_COMPILE = "torch-compile"  # a bench-only mode, not a registered backend (bench.run.OPENERS)
+BENCH_ONLY_BACKENDS = (TORCH_COMPILE,)
 CHECKPOINT = "best.pt"
 ONNX_FILES = {p: onnx_filename(p) for p in PRECISIONS}  # model.onnx, model.fp16.onnx, ...
 ENGINE_SUFFIXES = (".trt", ".engine", ".plan")
@@ -64,8 +66,8 @@ def torch_targets(path: Path, compile: bool = False) -> list[Target]:
                per_batch=True),
     ]
     if compile:  # fp16 on a GPU, fp32 on the CPU: chosen when it is opened
-        targets.append(Target("torch-compile", "PyTorch torch.compile max-autotune", path,
-                              "torch-compile", "auto", {"mode": "max-autotune"}, ("torch",)))
+        targets.append(Target(TORCH_COMPILE, "PyTorch torch.compile max-autotune", path,
+                              TORCH_COMPILE, "auto", {"mode": "max-autotune"}, ("torch",)))
     return targets
 
 

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from bonedeploy.bench import BenchConfig, isolate, run_bench
+from bonedeploy.errors import ConfigError
 from bonedeploy.bench.runtimes import add_runtime_rows, openvino_twin
 from bonedeploy.bench.targets import onnx_target
 from bonedeploy.util.machine import machine_info
@@ -111,3 +112,32 @@ def test_in_process_mode_is_still_there(run_dir):
 def test_twin_keys_follow_the_onnx_keys(run_dir):
     t = openvino_twin(onnx_target(run_dir / "model.fp16.onnx"))
     assert t.key == "openvino-fp16" and t.precision == "fp16" and t.path == run_dir / "model.fp16.onnx"
+
+
+@pytest.mark.parametrize("installed", [True, False])
+def test_backend_picks_rows_and_keeps_the_reference(run_dir, monkeypatch, installed):
+    from bonedeploy.bench import runtimes
+    from bonedeploy.bench.runtimes import collect
+
+    monkeypatch.setattr(runtimes, "openvino_installed", lambda: installed)
+    (run_dir / "best.pt").write_bytes(b"")  # present: the torch rows are expected, not missing
+    keys = [t.key for t in collect([], run_dir, backends=("openvino",))]
+    assert keys == ["torch-fp32", "openvino-fp32", "openvino-fp16", "openvino-int8"]
+    keys = [t.key for t in collect([], run_dir, other_runtimes=installed, backends=("onnxruntime",))]
+    assert keys == ["torch-fp32", "onnx-fp32", "onnx-fp16", "onnx-int8"]
+
+
+def test_backend_names_are_checked_against_the_registry():
+    with pytest.raises(ConfigError, match=r"--backend ov: unknown; valid backends: torch, onnxruntime, "
+                                          r"tensorrt, openvino, torch-compile"):
+        BenchConfig(backends=("ov",))
+    cfg = BenchConfig(backends=("openvino",))
+    assert "--backend openvino" in cfg.command_line() and cfg.to_dict()["backends"] == ["openvino"]
+
+
+def test_bench_backend_openvino_runs_only_openvino_rows(run_dir):
+    pytest.importorskip("openvino")
+    rep = run_bench(config(run_dir, backends=("openvino",)))
+    ran = {r.target.key: r for r in rep.results if r.ran}
+    assert set(ran) == {"openvino-fp32", "openvino-fp16"}, {r.target.key: r.reason for r in rep.results}
+    assert all(r.target.backend == "openvino" or r.target.reference for r in rep.results)

@@ -55,6 +55,9 @@ def command(
     select: bool = typer.Option(False, "--select", help="Write <artefact>.runtime.json beside each "
                                 "file measured under several runtimes: the fastest that passed "
                                 "parity, used by `infer --backend auto`."),
+    backend: str = typer.Option(None, "--backend", help="Only the rows of these backends, comma-"
+                                "separated (torch, onnxruntime, openvino, tensorrt, torch-compile), "
+                                "plus the PyTorch reference; default: every runtime installed."),
     cold_start_runs: int = typer.Option(default_of(BenchConfig, "cold_start_runs"), "--cold-start-runs",
                                         show_default=True, help="Per row, time this many starts of "
                                         "`bonedeploy infer` on one image, process start to the first "
@@ -87,6 +90,7 @@ def command(
         min_iterations=min_iters, mode=mode, compile=compile, parity=parity, parity_n=parity_n,
         json_path=json_path, md_path=md_path, plot_path=plot_path, quiet=quiet, command=invocation(),
         isolate=isolate, select=select, cold_start_runs=cold_start_runs,
+        backends=tuple(b for b in (backend or "").replace(" ", "").split(",") if b),
     )
     bench(config)
 
