@@ -76,5 +76,6 @@ def bench_backends() -> tuple[str, ...]:
     from bonedeploy.backends.base import get_backend, list_backends
     from bonedeploy.bench.targets import BENCH_ONLY_BACKENDS
 
-    local = [n for n in list_backends() if not get_backend(n).schemes]  # triton: --engine URL
+    # sorted: registration order depends on which backend modules were imported first
+    local = sorted(n for n in list_backends() if not get_backend(n).schemes)  # triton: --engine URL
     return (*local, *BENCH_ONLY_BACKENDS)
