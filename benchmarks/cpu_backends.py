@@ -158,6 +158,8 @@ def isolation_note(config: BenchConfig) -> str:
 
 def int8_peak(d: dict, clock_ghz: float | None) -> dict | None:
     """AlexNet's int8 ceiling on this CPU: cores x 128 int8 MAC/cycle (AVX-512 VNNI) x clock."""
+    from bonedeploy.util.machine import cpu_flags
+
     cores = d["machine"].get("cores") or 0
     if clock_ghz is None:
         try:
@@ -171,14 +173,7 @@ def int8_peak(d: dict, clock_ghz: float | None) -> dict | None:
     macs = cores * MAC_PER_CYCLE * clock_ghz * 1e9
     return {"cores": cores, "clock_ghz": clock_ghz, "mac_per_cycle_per_core": MAC_PER_CYCLE,
             "gmac_per_image": GMAC_PER_IMAGE, "images_per_s": macs / (GMAC_PER_IMAGE * 1e9),
-            "vnni": "avx512_vnni" in _cpu_flags()}
-
-
-def _cpu_flags() -> str:
-    try:
-        return next((ln for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("flags")), "")
-    except OSError:
-        return ""
+            "vnni": "avx512_vnni" in cpu_flags()}
 
 
 def peak_text(peak: dict | None) -> str:

@@ -6,8 +6,7 @@ one row written. Timed from outside, as a user would see it: ``python -m bonedep
 --engine ART IMAGE`` is started and the output's ``.partial`` file is polled every 2 ms until it
 holds a row. One untimed start comes first: it fills the page cache and builds the backend's
 compiled-model caches, as the first start after an install would; the timed starts then measure
-a warm restart. Peak RSS is ``VmHWM`` of ``/proc/<pid>/status``, polled (``wait4``'s
-``ru_maxrss`` would count the pages of the parent that forked it).
+a warm restart. Peak RSS is polled (``bench.memory.peak_rss_mb_of``).
 
 One truth: ``bonedeploy bench`` (a column per row) and ``benchmarks/cold_start.py`` both call
 :func:`measure_cold_start`.
@@ -27,7 +26,6 @@ from typing import Any
 
 from bonedeploy.errors import ConfigError
 
-INFER_BACKENDS = ("torch", "onnxruntime", "openvino", "tensorrt")  # what `infer --backend` takes
 TIMEOUT_S = 300.0  # one start; a TensorRT engine or torch on a slow disk can take a while
 POLL_S = 0.002
 # Target options `infer` has a flag for; any other option becomes --backend-option KEY=VALUE.
@@ -77,9 +75,11 @@ def infer_args(options: dict[str, Any]) -> list[str] | None:
 
 def infer_command(artefact: Path, image: Path, out: Path, backend: str,
                   options: dict[str, Any] | None = None) -> list[str]:
-    if backend not in INFER_BACKENDS:
-        raise ConfigError(f"cold start: backend {backend!r} is not one `bonedeploy infer` runs; "
-                          f"valid: {', '.join(INFER_BACKENDS)}")
+    from bonedeploy.bench.runtimes import local_backends
+
+    if backend not in local_backends():
+        raise ConfigError(f"cold start: backend {backend!r} is not one `bonedeploy infer` runs on a "
+                          f"file; valid: {', '.join(local_backends())}")
     extra = infer_args(options or {})
     if extra is None:
         raise ConfigError(f"cold start: `bonedeploy infer` cannot reproduce the options {options}")
@@ -105,12 +105,14 @@ def time_start(cmd: list[str], out: Path, env: dict[str, str] | None = None,
 
 def _watch(cmd, partial: Path, out: Path, err_fh, env, timeout_s: float):
     """(seconds to the first row or None, seconds to exit, peak RSS MB, exit status)."""
+    from bonedeploy.bench.memory import peak_rss_mb_of
+
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err_fh, env=env)
     first, hwm = None, 0.0
     try:
         while True:
-            hwm = max(hwm, _vm_hwm_mb(proc.pid))
+            hwm = max(hwm, peak_rss_mb_of(proc.pid))
             pid, status, _ = os.wait4(proc.pid, os.WNOHANG)
             now = time.perf_counter()
             if first is None and (_has_row(partial) or _has_row(out)):
@@ -145,16 +147,6 @@ def measure_cold_start(artefact: str | Path, backend: str, image: str | Path, ru
                      max(t["peak_rss_mb"] for t in timed))
 
 
-def _vm_hwm_mb(pid: int) -> float:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return 0.0
-
-
 def _has_row(path: Path) -> bool:
     try:
         return path.stat().st_size > 0 and path.read_text().count("\n") >= 2  # header + one row
@@ -169,9 +161,10 @@ def add_cold_starts(report, runs: int, data: Path | None = None, log=None) -> No
 
     from bonedeploy.bench.inputs import image_files
     from bonedeploy.bench.isolate import child_env
+    from bonedeploy.bench.runtimes import local_backends
 
     log = log or (lambda msg: None)
-    rows = [r for r in report.results if r.ran and r.target.backend in INFER_BACKENDS
+    rows = [r for r in report.results if r.ran and r.target.backend in local_backends()
             and infer_args(r.target.options) is not None]
     if not rows or runs < 1:
         return

@@ -11,13 +11,12 @@ import resource
 import sys
 from pathlib import Path
 
-_STATUS = Path("/proc/self/status")
 _CLEAR_REFS = Path("/proc/self/clear_refs")
 
 
-def _status_kb(key: str) -> float | None:
+def _status_kb(key: str, pid: int | str = "self") -> float | None:
     try:
-        for line in _STATUS.read_text().splitlines():
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith(key + ":"):
                 return float(line.split()[1])
     except (OSError, ValueError, IndexError):
@@ -46,6 +45,13 @@ def peak_rss_mb() -> float:
         return kb / 1024
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024  # bytes on macOS
+
+
+def peak_rss_mb_of(pid: int) -> float:
+    """Another process's peak RSS in MiB so far (``VmHWM``), 0.0 once it is gone or off Linux;
+    polled, because ``wait4``'s ``ru_maxrss`` would count the pages of the parent that forked it."""
+    kb = _status_kb("VmHWM", pid)
+    return kb / 1024 if kb is not None else 0.0
 
 
 def reset_peak_gpu() -> None:

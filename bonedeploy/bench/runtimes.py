@@ -71,11 +71,16 @@ def collect(artefacts: list[Path], run_dir: Path | None, compile: bool = False,
     return [t for t in targets if not backends or t.backend in backends or t.reference]
 
 
-def bench_backends() -> tuple[str, ...]:
-    """What ``bench --backend`` takes: every registered local backend, and bench's own modes."""
+def local_backends() -> tuple[str, ...]:
+    """The registered backends that run a file here (not a server's URL, as triton does); sorted,
+    because registration order depends on which backend modules were imported first."""
     from bonedeploy.backends.base import get_backend, list_backends
+
+    return tuple(sorted(n for n in list_backends() if not get_backend(n).schemes))
+
+
+def bench_backends() -> tuple[str, ...]:
+    """What ``bench --backend`` takes: every local backend, and bench's own modes."""
     from bonedeploy.bench.targets import BENCH_ONLY_BACKENDS
 
-    # sorted: registration order depends on which backend modules were imported first
-    local = sorted(n for n in list_backends() if not get_backend(n).schemes)  # triton: --engine URL
-    return (*local, *BENCH_ONLY_BACKENDS)
+    return (*local_backends(), *BENCH_ONLY_BACKENDS)

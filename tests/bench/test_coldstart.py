@@ -25,7 +25,9 @@ def test_options_become_the_infer_flags_that_reproduce_the_row():
     assert infer_args({"hint": "latency", "threads": 2, "provider": None}) == [
         "--backend-option", "hint=latency", "--backend-option", "threads=2"]
     assert infer_args({"cuda_graph": True, "device": "cuda"}) is None  # captured per batch size
-    with pytest.raises(ConfigError, match="torch-compile.*valid: torch, onnxruntime"):
+    from bonedeploy.bench.runtimes import local_backends
+
+    with pytest.raises(ConfigError, match="torch-compile.*valid: " + ", ".join(local_backends()) + "$"):
         infer_command("m.pt", "x.png", "o.csv", "torch-compile")
 
 
