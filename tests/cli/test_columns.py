@@ -128,7 +128,7 @@ def test_demo_summary_keeps_file_names_and_verdicts():
          "engine": {"built": False, "reason": "TensorRT is not installed"},
          "bench": {"md": "b.md", "json": "b.json", "plot": "b.png",
                    "rows": [{"artefact": "ONNX int8 (QDQ)", "batch": 8, "p50_ms": 120.0, "images_per_s": 63.3,
-                             "status": "ok"},
+                             "cold_start_s": 1.06, "status": "ok"},
                             {"artefact": "TensorRT fp16", "status": "missing",
                              "reason": "model.trt: no such file; build it on a TensorRT machine"}]},
          "seconds": {"synth": 16}, "total_seconds": 16}
@@ -140,3 +140,5 @@ def test_demo_summary_keeps_file_names_and_verdicts():
         row = next(line for line in text.splitlines() if name + " " in line and "ONNX:" not in line)
         assert row.rstrip().endswith(verdict), row
     assert "TensorRT fp16" in text and "missing:" in text
+    assert any("ONNX int8 (QDQ)" in line for line in text.splitlines())  # the name kept whole
+    assert "1.06" in text
