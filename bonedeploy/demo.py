@@ -33,7 +33,7 @@ class DemoSize:
     bench_duration: float
     precise_bn: bool = False  # short schedules: BatchNorm running stats lag the weights
     eval_train: bool = True  # off on the CPU: a fifth of the epoch for a number the demo never uses
-    cold_start_runs: int = 1  # timed `infer` starts per bench row (each costs a process start)
+    cold_start_runs: int = 1  # timed `infer` starts of the deployed artefact (0: none)
 
 
 SIZES = {
@@ -149,17 +149,35 @@ def run_demo(config: DemoConfig, log: Log | None = None, reporter: Any = None,
                 run_dir=run, batch_sizes=size.bench_batch_sizes, duration_s=size.bench_duration,
                 warmup_s=min(0.2, size.bench_duration), mode="compute", json_path=out / "bench.json",
                 md_path=out / "bench.md", plot_path=out / "bench.png", quiet=config.quiet,
-                # one process: the demo's speed table is a first look (a child per row costs a
-                # model load each); `bonedeploy bench` times each row with the others idle
-                isolate=False, other_runtimes=False, cold_start_runs=size.cold_start_runs),
+                # one process, no per-row cold starts: the demo's speed table is a first look
+                # (a child or a start per row costs a model load each: a minute on 2 cores);
+                # `bonedeploy bench` times each row with the others idle, and its cold start
+                isolate=False, other_runtimes=False, cold_start_runs=0),
                 console=console)
         except GateFailedError as e:  # the outputs are written; report it in the summary
             bench_error = str(e)
+        cold_start = _cold_start(deploy, data / "test", size.cold_start_runs, out)
     summary = _summarise(config, size, cuda, synth, trained, exported, deploy, inferred,
                          bench_report, bench_error, steps, out)
+    summary["test"]["cold_start"] = cold_start
     write_json(out / "summary.json", summary)
     write_text(out / "summary.md", summary_markdown(summary))
     return DemoResult(out=out, summary=summary)
+
+
+def _cold_start(artefact: Path, images: Path, runs: int, out: Path) -> dict[str, Any] | None:
+    """The deployed artefact's cold start (``bench.coldstart``), or why it could not be had."""
+    if runs < 1:
+        return None
+    from bonedeploy.backends import backend_for_path
+    from bonedeploy.bench.coldstart import ColdStartError, measure_cold_start
+    from bonedeploy.data.folders import list_images
+
+    try:
+        image = list_images([images])[0][0]
+        return measure_cold_start(artefact, backend_for_path(artefact).name, image, runs, out).to_dict()
+    except (ColdStartError, OSError) as e:
+        return {"error": str(e)}
 
 
 def _deployable(exported) -> Path:
@@ -181,13 +199,11 @@ def _summarise(config, size, cuda, synth, trained, exported, deploy, inferred, b
     speed = []
     if bench_report is not None:
         for r in bench_report.to_dict()["results"]:
-            start = (r.get("cold_start") or {}).get("median_s")
             for mode, per in (r.get("timings") or {}).items():
-                for i, (bs, st) in enumerate(per.items()):
+                for bs, st in per.items():
                     speed.append({"artefact": r.get("label"), "status": r["status"], "mode": mode,
                                   "batch": int(bs), "p50_ms": st.get("p50_ms"),
-                                  "images_per_s": st.get("images_per_s"),
-                                  "cold_start_s": start if i == 0 else None})
+                                  "images_per_s": st.get("images_per_s")})
             if not r.get("timings"):
                 speed.append({"artefact": r.get("label"), "status": r["status"],
                               "reason": r.get("reason")})
@@ -226,6 +242,17 @@ def _pct(x: float | None) -> str:
     return "–" if x is None else f"{x:.1%}"
 
 
+def _cold_start_lines(t: dict[str, Any]) -> list[str]:
+    c = t.get("cold_start")
+    if not c:
+        return []
+    if c.get("error"):  # the artefact is named in the line above
+        return [f"**Cold start** of `bonedeploy infer` on it: failed: {c['error']}", ""]
+    return [f"**Cold start** of `bonedeploy infer` on one image with it ({c['backend']}): "
+            f"{c['median_s']:.2f} s from process start to the first row (median of {c['runs']}; "
+            f"peak RSS {c['peak_rss_mb']:.0f} MB).", ""]
+
+
 def summary_markdown(s: dict[str, Any]) -> str:
     t = s["test"]
     lo, hi = t.get("accuracy_ci95") or (None, None)
@@ -238,7 +265,7 @@ def summary_markdown(s: dict[str, Any]) -> str:
         f"`{Path(t['artefact']).name}`: accuracy **{_pct(t['accuracy'])}** (95% CI {_pct(lo)}–{_pct(hi)}), "
         f"sensitivity {_pct(t['sensitivity'])}, specificity {_pct(t['specificity'])}, "
         f"ROC AUC {t['roc_auc'] if t['roc_auc'] is None else round(t['roc_auc'], 3)}.", "",
-        "## Parity of each artefact with the PyTorch fp32 reference", "",
+        *_cold_start_lines(t), "## Parity of each artefact with the PyTorch fp32 reference", "",
         "| file | precision | MB | max abs Δprob | top-1 agreement | Δ accuracy | gate |",
         "|---|---|---:|---:|---:|---:|---|",
     ]
@@ -255,16 +282,13 @@ def summary_markdown(s: dict[str, Any]) -> str:
         if eng.get("command"):
             lines += ["", f"Build it on the target with `{eng['command']}`."]
     lines += ["", "## Speed (compute only, this machine)", "",
-              "Cold start: process start → the first row of `bonedeploy infer` on one image.", "",
-              "| artefact | batch | p50 ms | images/s | cold start s | status |",
-              "|---|---:|---:|---:|---:|---|"]
+              "| artefact | batch | p50 ms | images/s | status |", "|---|---:|---:|---:|---|"]
     for r in s["bench"]["rows"]:
         if "batch" in r:
-            start = "" if r.get("cold_start_s") is None else f"{r['cold_start_s']:.2f}"
             lines.append(f"| {r['artefact']} | {r['batch']} | {r['p50_ms']:.2f} | "
-                         f"{r['images_per_s']:.1f} | {start} | {r['status']} |")
+                         f"{r['images_per_s']:.1f} | {r['status']} |")
         else:
-            lines.append(f"| {r['artefact']} | – | – | – | – | {r['status']}: {r.get('reason')} |")
+            lines.append(f"| {r['artefact']} | – | – | – | {r['status']}: {r.get('reason')} |")
     lines += ["", "## Files", "",
               f"- data: `{s['data']['root']}` (answer key `{s['data']['answers']}`)",
               f"- checkpoint: `{s['training']['checkpoint']}`",

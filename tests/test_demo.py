@@ -68,3 +68,17 @@ def test_existing_output_is_not_overwritten(tmp_path):
 def test_unknown_size_lists_valid_sizes():
     with pytest.raises(ConfigError, match="valid sizes: gpu, cpu, tiny"):
         DemoConfig(size="huge").resolve_size(cuda=False)
+
+
+def test_the_deployed_artefact_gets_its_cold_start_or_the_reason(tmp_path, monkeypatch):
+    from bonedeploy.demo import _cold_start
+    from imagekit import png
+    from onnxkit import tiny_onnx_classifier
+
+    monkeypatch.setenv("BONEDEPLOY_CACHE_DIR", str(tmp_path / "cache"))
+    png(tmp_path / "test" / "a.png", 3, (40, 40))
+    c = _cold_start(tiny_onnx_classifier(tmp_path / "model.onnx"), tmp_path / "test", 1, tmp_path)
+    assert c["backend"] == "onnxruntime" and c["runs"] == 1 and c["median_s"] > 0
+    (tmp_path / "bad.onnx").write_bytes(b"junk")
+    assert "bad.onnx" in _cold_start(tmp_path / "bad.onnx", tmp_path / "test", 1, tmp_path)["error"]
+    assert _cold_start(tmp_path / "model.onnx", tmp_path / "test", 0, tmp_path) is None

@@ -121,14 +121,15 @@ def test_demo_summary_keeps_file_names_and_verdicts():
          "data": {"counts": {"Fractured": 100, "Normal": 100}, "root": "/d", "answers": "/d/test_answers.csv"},
          "training": {"best_epoch": 4, "val_accuracy": 0.95, "checkpoint": "/r/best.pt"},
          "test": {"n": 100, "artefact": "/r/model.int8.onnx", "accuracy": 0.96, "accuracy_ci95": [0.9, 0.98],
-                  "sensitivity": 0.94, "specificity": 0.98, "roc_auc": 0.984, "predictions": "/r/p.csv"},
+                  "sensitivity": 0.94, "specificity": 0.98, "roc_auc": 0.984, "predictions": "/r/p.csv",
+                  "cold_start": {"backend": "onnxruntime", "median_s": 1.06, "runs": 1, "peak_rss_mb": 465.0}},
          "export": [{"file": f"/r/model{sfx}.onnx", "precision": p, "mb": 140.6, "max_abs_dprob": 1e-5,
                      "top1_agreement": 1.0, "accuracy_delta": 0.0, "passed": p != "int8"}
                     for sfx, p in (("", "fp32"), (".fp16", "fp16"), (".int8", "int8"))],
          "engine": {"built": False, "reason": "TensorRT is not installed"},
          "bench": {"md": "b.md", "json": "b.json", "plot": "b.png",
                    "rows": [{"artefact": "ONNX int8 (QDQ)", "batch": 8, "p50_ms": 120.0, "images_per_s": 63.3,
-                             "cold_start_s": 1.06, "status": "ok"},
+                             "status": "ok"},
                             {"artefact": "TensorRT fp16", "status": "missing",
                              "reason": "model.trt: no such file; build it on a TensorRT machine"}]},
          "seconds": {"synth": 16}, "total_seconds": 16}
