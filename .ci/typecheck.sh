@@ -118,5 +118,5 @@ pkg.mkdir(parents=True, exist_ok=True)
 PY
 
 MODULES=(bonedeploy/export/tensorrt.py bonedeploy/backends/tensorrt.py bonedeploy/backends/cudamem.py
-         bonedeploy/artefacts/sidecar.py)
+         bonedeploy/artefacts/sidecar.py bonedeploy/backends/device_facts.py)
 MYPYPATH="$STUBS" "$PY" -m mypy "${MODULES[@]}"

@@ -1,4 +1,5 @@
-"""The package's shape: no import cycles, and the runtime never reaches build-time code.
+"""The package's shape: packages import only downward in pipeline order, no import cycles, and the
+runtime never reaches build-time code.
 
 Every import counts, also those inside functions: a lazy import still ties two modules together,
 and a cycle between them means neither can be read (or moved) without the other.
@@ -9,16 +10,27 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import pytest
 
 PKG = Path(__file__).resolve().parents[1] / "bonedeploy"
 
 # The registry imports its families lazily and each family registers itself with it: by design.
 ALLOWED_CYCLES = [{"bonedeploy.models", "bonedeploy.models._registry", "bonedeploy.models.alexnet", "bonedeploy.models.vgg",
                    "bonedeploy.models.resnet"}]
-# What the edge runtime is made of; none of it may import build-time packages.
-RUNTIME = ("bonedeploy.artefacts", "bonedeploy.backends", "bonedeploy.infer", "bonedeploy.data.preprocess",
-           "bonedeploy.data.imageio", "bonedeploy.data.decode")
+# Pipeline order, from the ground up: a module imports only packages of its own rank or lower.
+RANKS = {
+    "util": 1, "errors": 1, "ui": 1,
+    "data": 2,
+    "models": 3,
+    "artefacts": 4,
+    "backends": 5,
+    "eval": 6,
+    "export": 7, "training": 7, "bench": 7, "explain": 7,
+    "infer": 8,
+    "serve": 9,
+    "cli": 10, "demo": 10, "__main__": 10,
+}
+# The runtime, and everything it imports transitively, must never reach build-time packages.
+RUNTIME = ("bonedeploy.backends", "bonedeploy.infer", "bonedeploy.serve")
 BUILD_TIME = ("bonedeploy.export", "bonedeploy.training", "bonedeploy.bench")
 
 
@@ -94,9 +106,69 @@ def test_the_cycle_finder_finds_a_cycle():
     assert cycles({"a": {"b"}, "b": {"a"}, "c": set()}) == [{"a", "b"}]
 
 
-@pytest.mark.parametrize("runtime", RUNTIME)
-def test_the_runtime_imports_no_build_time_code(runtime):
-    graph = import_graph()
-    bad = sorted((m, t) for m, targets in graph.items() if m == runtime or m.startswith(runtime + ".")
-                 for t in targets if t.startswith(BUILD_TIME))
-    assert bad == []
+def rank(module: str) -> int:
+    """0 for the top-level package itself (names shared by all: version, class names)."""
+    parts = module.split(".")
+    if len(parts) == 1:
+        return 0
+    if parts[1] not in RANKS:
+        raise AssertionError(f"{module}: package {parts[1]!r} has no rank in tests/test_layout.py RANKS")
+    return RANKS[parts[1]]
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[tuple[str, str]]:
+    return sorted((m, t) for m, targets in graph.items() for t in targets if rank(t) > rank(m))
+
+
+def test_every_package_has_a_rank():
+    assert sorted({m.split(".")[1] for m in import_graph() if "." in m} - set(RANKS)) == []
+
+
+def test_no_package_imports_a_higher_rank():
+    bad = upward_imports(import_graph())
+    assert bad == [], "imports pointing up the pipeline order: " + "; ".join(
+        f"{m} (rank {rank(m)}) -> {t} (rank {rank(t)})" for m, t in bad)
+
+
+def test_the_rank_check_finds_an_upward_import():
+    graph = {"bonedeploy.artefacts.card": {"bonedeploy.eval.operating_point", "bonedeploy.util.fs"},
+             "bonedeploy.eval.operating_point": set(), "bonedeploy.util.fs": set()}
+    assert upward_imports(graph) == [("bonedeploy.artefacts.card", "bonedeploy.eval.operating_point")]
+
+
+def reachable(graph: dict[str, set[str]], starts: list[str]) -> dict[str, str | None]:
+    """Every module reachable from ``starts``, each with the module that first imported it."""
+    via: dict[str, str | None] = {}
+    stack: list[tuple[str, str | None]] = [(m, None) for m in starts]
+    while stack:
+        m, parent = stack.pop()
+        if m in via:
+            continue
+        via[m] = parent
+        stack.extend((t, m) for t in sorted(graph[m]))
+    return via
+
+
+def build_time_chains(graph: dict[str, set[str]]) -> list[str]:
+    via = reachable(graph, [m for m in graph if m.startswith(RUNTIME)])
+    chains = []
+    for m in sorted(via):
+        if m.startswith(BUILD_TIME):
+            chain = [m]
+            while via[chain[-1]] is not None:
+                chain.append(via[chain[-1]])  # type: ignore[arg-type]
+            chains.append(" <- ".join(chain))
+    return chains
+
+
+def test_the_runtime_never_reaches_build_time_code_even_transitively():
+    chains = build_time_chains(import_graph())
+    assert chains == [], "the runtime reaches build-time code: " + "; ".join(chains)
+
+
+def test_the_reachability_check_follows_transitive_imports():
+    graph = {"bonedeploy.infer.run": {"bonedeploy.explain.run"},
+             "bonedeploy.explain.run": {"bonedeploy.export.explain_onnx"},
+             "bonedeploy.export.explain_onnx": set()}
+    assert build_time_chains(graph) == [
+        "bonedeploy.export.explain_onnx <- bonedeploy.explain.run <- bonedeploy.infer.run"]

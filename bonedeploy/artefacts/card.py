@@ -13,7 +13,7 @@ from typing import Any
 from bonedeploy import CLASSES, __version__
 from bonedeploy.errors import ArtefactError
 from bonedeploy.data.preprocess import PreprocessSpec
-from bonedeploy.eval.operating_point import OperatingPoint
+from bonedeploy.artefacts.operating_point import OperatingPoint
 
 PREFIX = "bonedeploy."
 PRECISIONS = ("fp32", "fp16", "int8")

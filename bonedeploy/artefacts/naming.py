@@ -11,6 +11,7 @@ from bonedeploy.artefacts.card import PRECISIONS  # fp32 first: fp16/int8 derive
 DEFAULT_PRECISIONS: tuple[str, ...] = ("fp32", "fp16")
 ENGINE_SUFFIX = ".trt"
 BASE_NAME = "model"
+EXPLAIN_SUFFIX = ".explain.onnx"
 
 
 def onnx_filename(precision: str, base: str = BASE_NAME) -> str:
@@ -18,6 +19,11 @@ def onnx_filename(precision: str, base: str = BASE_NAME) -> str:
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; valid: {', '.join(PRECISIONS)}")
     return f"{base}.onnx" if precision == "fp32" else f"{base}.{precision}.onnx"
+
+
+def explain_filename(onnx_name: str = f"{BASE_NAME}.onnx") -> str:
+    """The Grad-CAM graph written beside an ONNX file (``model.explain.onnx``)."""
+    return onnx_name.removesuffix(".onnx") + EXPLAIN_SUFFIX
 
 
 def engine_path_for(onnx_path: str | Path, out_dir: str | Path | None = None) -> Path:
@@ -37,6 +43,5 @@ def timing_cache_name(gpu_name: str, compute_capability: str, trt_version: str) 
     return f"{slug}-sm{cc}-trt{ver}.cache"
 
 
-__all__ = ["BASE_NAME", "DEFAULT_PRECISIONS", "ENGINE_SUFFIX", "PRECISIONS", "engine_path_for",
-           "onnx_filename",
-           "timing_cache_name"]
+__all__ = ["BASE_NAME", "DEFAULT_PRECISIONS", "ENGINE_SUFFIX", "EXPLAIN_SUFFIX", "PRECISIONS", "engine_path_for",
+           "explain_filename", "onnx_filename", "timing_cache_name"]

@@ -162,7 +162,7 @@ class OnnxRuntimeBackend(Backend):
         self._fixed_batch = inp.shape[0] if isinstance(inp.shape[0], int) and inp.shape[0] > 0 else None
 
     def _trt_cache_dir(self, ort) -> Path:
-        from bonedeploy.artefacts.sidecar import cuda_facts
+        from bonedeploy.backends.device_facts import cuda_facts
         from bonedeploy.util.fs import sha256_file
 
         try:

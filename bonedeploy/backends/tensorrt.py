@@ -65,11 +65,12 @@ class TensorRTBackend(Backend):
 
     def _load(self) -> None:
         from bonedeploy.artefacts import sidecar as sc
+        from bonedeploy.backends.device_facts import require_tensorrt, runtime_facts
 
         side = sc.read_sidecar(self.path)  # first: no TensorRT needed to say what the engine is
         self._card = sc.card_from_sidecar(side, str(sc.sidecar_path(self.path)))
-        sc.require_tensorrt(NEEDS)
-        self.notes = sc.check_compatible(side, sc.runtime_facts(), self.path)  # advisory differences
+        require_tensorrt(NEEDS)
+        self.notes = sc.check_compatible(side, runtime_facts(), self.path)  # advisory differences
         self._mem = open_cuda(self.options.get("cuda_binding"))
         try:
             self._open_engine(self._mem)

@@ -19,7 +19,7 @@ import numpy as np
 
 from bonedeploy.backends.base import Backend, register_backend
 from bonedeploy.errors import ArtefactError, BackendUnavailableError, ConfigError
-from bonedeploy.serve import protocol as P
+from bonedeploy.artefacts import triton as P
 
 SCHEMES = ("grpc", "http")
 OPTIONS = ("remote_decode", "timeout_s", "device")
@@ -99,7 +99,7 @@ class TritonBackend(Backend):
                                           f"(pip install 'bonedeploy[serve]'; {e})") from e
         from tritonclient.utils import InferenceServerException
 
-        from bonedeploy.serve.protocol import card_from_parameters
+        from bonedeploy.artefacts.triton import card_from_parameters
 
         self._tc, self._exc = tc, InferenceServerException
         self._client = tc.InferenceServerClient(self.host, **({"network_timeout": self.timeout_s,

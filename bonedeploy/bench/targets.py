@@ -181,7 +181,7 @@ def _has_cuda() -> bool:
 
 def _has_tensorrt() -> bool:
     """The real bindings, not the empty package ``tensorrt-stubs`` leaves (as the backend checks)."""
-    from bonedeploy.artefacts.sidecar import require_tensorrt
+    from bonedeploy.backends.device_facts import require_tensorrt
     from bonedeploy.errors import BackendUnavailableError
 
     try:

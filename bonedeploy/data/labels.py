@@ -1,6 +1,6 @@
 """Ground-truth labels for inference inputs: from class-named folders or a ``path,label`` CSV.
 
-Both return ``{absolute path: class index}`` (``bonedeploy.infer.predictions.path_key``) for the inputs
+Both return ``{absolute path: class index}`` (``bonedeploy.util.fs.path_key``) for the inputs
 they can label; the others stay unlabelled and are left out of the metrics (and counted).
 """
 
@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Sequence
 
 from bonedeploy.errors import ConfigError
-from bonedeploy.infer.predictions import path_key
+from bonedeploy.util.fs import path_key
 
 
 def folder_labels(paths: Sequence[Path], classes: Sequence[str]) -> dict[str, int]:

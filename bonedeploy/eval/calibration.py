@@ -23,7 +23,8 @@ import numpy as np
 
 from bonedeploy.errors import CheckpointError, DataError
 from bonedeploy.eval.decision import DecisionRule, is_positive, positive_scores
-from bonedeploy.eval.operating_point import OperatingPoint, choose_operating_point, validate_target
+from bonedeploy.artefacts.operating_point import OperatingPoint
+from bonedeploy.eval.operating_point import choose_operating_point, validate_target
 
 ECE_BINS = 15
 T_BOUNDS = (0.05, 20.0)

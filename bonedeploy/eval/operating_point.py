@@ -7,71 +7,21 @@ point that still meets the target. It is reported with stratified bootstrap 95% 
 sensitivity and specificity at that threshold, since a validation split of tens of images pins
 neither down.
 
-Numpy only at import: the card (which every artefact carries, torch-free) holds an
-``OperatingPoint``.
+Fitting lives here; the ``OperatingPoint`` record itself is an on-disk format
+(``bonedeploy.artefacts.operating_point``) because every artefact's card carries it.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
 import numpy as np
 
+from bonedeploy.artefacts.operating_point import OperatingPoint
 from bonedeploy.errors import ConfigError, DataError
 
 N_BOOTSTRAP = 2000
-
-
-@dataclass(frozen=True)
-class OperatingPoint:
-    """How the model decides: ``p(positive_class) >= threshold`` (``threshold`` None: argmax)."""
-
-    positive_class: str
-    threshold: float | None = None
-    target_sensitivity: float | None = None
-    sensitivity: float | None = None
-    sensitivity_ci95: tuple[float, float] | None = None
-    specificity: float | None = None
-    specificity_ci95: tuple[float, float] | None = None
-    n: int = 0
-    n_positive: int = 0
-    chosen_on: str | None = None  # where the images came from (split / folder)
-    chosen_at: str | None = None  # ISO time
-
-    def __post_init__(self) -> None:
-        for name in ("sensitivity_ci95", "specificity_ci95"):
-            v = getattr(self, name)
-            if v is not None:
-                object.__setattr__(self, name, (float(v[0]), float(v[1])))
-
-    @property
-    def is_argmax(self) -> bool:
-        return self.threshold is None
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        for name in ("sensitivity_ci95", "specificity_ci95"):
-            if d[name] is not None:
-                d[name] = list(d[name])
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "OperatingPoint":
-        valid = set(cls.__dataclass_fields__)
-        return cls(**{k: v for k, v in d.items() if k in valid})
-
-    def describe(self) -> str:
-        if self.is_argmax:
-            return f"argmax (no target sensitivity; {self.positive_class} when it is the most probable class)"
-        s = (f"p({self.positive_class}) >= {self.threshold:.6f}, chosen for sensitivity >= "
-             f"{self.target_sensitivity:.0%} on {self.n} images ({self.n_positive} {self.positive_class})")
-        if self.sensitivity is not None and self.sensitivity_ci95 and self.specificity_ci95:
-            (sl, sh), (pl, ph) = self.sensitivity_ci95, self.specificity_ci95
-            s += (f": sensitivity {self.sensitivity:.3f} (95% CI {sl:.3f}–{sh:.3f}), "
-                  f"specificity {self.specificity:.3f} (95% CI {pl:.3f}–{ph:.3f})")
-        return s
 
 
 def validate_target(target: float | None) -> float | None:

@@ -198,7 +198,7 @@ class Writer:
 def explainer_for_infer(engine: str | Path) -> Explainer:
     """For ``infer --explain``: the engine itself when it can explain, else the
     ``model.explain.onnx`` beside it (its maps are fp32 ones; the decisions stay the engine's)."""
-    from bonedeploy.export.explain_onnx import explain_filename
+    from bonedeploy.artefacts.naming import explain_filename
 
     engine = Path(engine)
     if engine.name.lower().endswith(tuple(s for c in EXPLAINERS for s in c.suffixes)):

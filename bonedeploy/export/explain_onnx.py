@@ -22,13 +22,8 @@ from typing import Any, Callable
 
 from bonedeploy.errors import ConfigError
 
-EXPLAIN_SUFFIX = ".explain.onnx"
 CAM_OUTPUT = "cam"
 EPS = 1e-7  # pytorch-grad-cam's min-max scaling: x / (1e-7 + max)
-
-
-def explain_filename(onnx_name: str = "model.onnx") -> str:
-    return onnx_name.removesuffix(".onnx") + EXPLAIN_SUFFIX
 
 
 def _split_mlp_head(model: Any, layer: str) -> tuple[list, list]:

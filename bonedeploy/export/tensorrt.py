@@ -82,7 +82,7 @@ def default_cache_dir() -> Path:
 def tensorrt_available() -> tuple[bool, str]:
     """(True, "") when TensorRT imports and a CUDA GPU is visible; else (False, why)."""
     try:
-        from bonedeploy.artefacts.sidecar import runtime_facts
+        from bonedeploy.backends.device_facts import runtime_facts
 
         runtime_facts()
     except BackendUnavailableError as e:
@@ -106,7 +106,8 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, card: ModelCard
                  use_timing_cache: bool = True, facts: dict[str, Any] | None = None,
                  log: Callable[[str], object] = print) -> BuildResult:
     """Parse ``onnx_path``, build a strongly typed engine, write it and its sidecar atomically."""
-    from bonedeploy.artefacts.sidecar import build_sidecar, require_tensorrt, runtime_facts, write_sidecar
+    from bonedeploy.artefacts.sidecar import build_sidecar, write_sidecar
+    from bonedeploy.backends.device_facts import require_tensorrt, runtime_facts
 
     if workspace_mb < 1:
         raise ConfigError(f"workspace must be >= 1 MiB, got {workspace_mb}")

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from bonedeploy.errors import ConfigError
-from bonedeploy.util.fs import atomic_write
+from bonedeploy.util.fs import atomic_write, path_key
 
 FORMATS = (".csv", ".json")
 FORMAT_TAG = "bonedeploy.predictions/1"
@@ -30,11 +30,6 @@ FORMAT_TAG = "bonedeploy.predictions/1"
 
 def prob_column(cls: str) -> str:
     return f"p_{cls}"
-
-
-def path_key(path: str | Path) -> str:
-    """Identity of an input across runs: its absolute path (symlinks kept as the user named them)."""
-    return os.path.abspath(path)
 
 
 def partial_path(out: Path) -> Path:

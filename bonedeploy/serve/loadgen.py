@@ -1,7 +1,7 @@
 """Client-side load at fixed concurrency, as Triton's perf_analyzer measures it: ``c`` closed-loop
 clients, each sending its next request as soon as the last one returned. Latency is per request
 as the client sees it; throughput is requests (x images per request) over the measured wall time.
-Statistics go through ``bonedeploy.bench.timing.summarize``, like every other bench number.
+Statistics go through ``bonedeploy.util.latency.summarize``, like every other bench number.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from bonedeploy.bench.timing import TimingStats, summarize
+from bonedeploy.util.latency import TimingStats, summarize
 from bonedeploy.errors import ConfigError
 
 Worker = Callable[[], Any]  # one request; raises on failure

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from bonedeploy.serve import protocol as P
+from bonedeploy.artefacts import triton as P
 
 
 def load_spec(args: dict[str, Any]) -> dict[str, Any]:

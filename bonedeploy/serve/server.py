@@ -27,21 +27,21 @@ from pathlib import Path
 from typing import Any, Callable
 
 from bonedeploy.errors import BonedeployError, ConfigError
-from bonedeploy.export.triton_repo import (
+from bonedeploy.artefacts import triton as P
+from bonedeploy.artefacts.triton import (
     DEFAULT_NAME,
+    DEFAULT_QUEUE_DELAY_US,
     ModelConfig,
     TensorSpec,
+    card_parameters,
     check_model_name,
     resolve_max_batch,
 )
-from bonedeploy.serve import protocol as P
-from bonedeploy.serve.protocol import card_parameters
 
 Log = Callable[[str], None]
 LOOPBACK = "127.0.0.1"
 SHUTDOWN_S = 10.0  # SIGINT/SIGTERM -> ports free, whatever is in flight
 TRITON_EXIT_TIMEOUT_S = 5  # Triton's own grace period for in-flight requests (within SHUTDOWN_S)
-DEFAULT_QUEUE_DELAY_US = 1000
 
 
 class ServeError(BonedeployError):

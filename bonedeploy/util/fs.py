@@ -76,3 +76,8 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
         while block := fh.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def path_key(path: str | Path) -> str:
+    """Identity of an input across runs: its absolute path (symlinks kept as the user named them)."""
+    return os.path.abspath(path)

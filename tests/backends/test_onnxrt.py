@@ -130,7 +130,7 @@ def test_asking_for_tensorrt_passes_the_cache_options_to_onnxruntime(tiny, monke
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     monkeypatch.setattr(ort, "get_available_providers", lambda: ALL)
     monkeypatch.setattr(ort, "InferenceSession", session)
-    monkeypatch.setattr("bonedeploy.artefacts.sidecar.cuda_facts",
+    monkeypatch.setattr("bonedeploy.backends.device_facts.cuda_facts",
                         lambda device=0: {"gpu_name": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0"})
     with OnnxRuntimeBackend(tiny, provider="tensorrt") as b:
         cache = b.describe()["tensorrt_cache"]

@@ -17,7 +17,7 @@ import types
 import numpy as np
 import pytest
 
-from bonedeploy.backends import cudamem
+from bonedeploy.backends import cudamem, device_facts
 from bonedeploy.backends.tensorrt import TensorRTBackend, plan_chunks
 from bonedeploy.errors import ArtefactError, BackendUnavailableError, ConfigError, IncompatibleEngineError
 from bonedeploy.artefacts import sidecar as sc
@@ -198,7 +198,7 @@ def fakes(monkeypatch):
     monkeypatch.setitem(sys.modules, "cuda.bindings.runtime", cudart)
     trt = fake_tensorrt(cudart)
     monkeypatch.setitem(sys.modules, "tensorrt", trt)
-    monkeypatch.setattr(sc, "runtime_facts", lambda: dict(FACTS))
+    monkeypatch.setattr(device_facts, "runtime_facts", lambda: dict(FACTS))
     return types.SimpleNamespace(cudart=cudart, trt=trt)
 
 
@@ -263,7 +263,7 @@ def test_runs_split_and_padded_batches_through_pinned_buffers(fakes, engine):
 
 
 def test_incompatible_sidecar_is_refused_before_deserialising(fakes, engine, monkeypatch):
-    monkeypatch.setattr(sc, "runtime_facts", lambda: {**FACTS, "gpu_name": "Orin", "compute_capability": "8.7"})
+    monkeypatch.setattr(device_facts, "runtime_facts", lambda: {**FACTS, "gpu_name": "Orin", "compute_capability": "8.7"})
     with pytest.raises(IncompatibleEngineError, match="GPU NVIDIA H100 80GB HBM3 at build, Orin here.*rebuild"):
         TensorRTBackend(engine).load()
     assert fakes.trt.calls == [] and not fakes.cudart.log

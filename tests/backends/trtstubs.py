@@ -159,7 +159,7 @@ def _arity(fn: ast.FunctionDef, bound: bool) -> tuple[int, int]:
 # --------------------------------------------------------------------------- our code vs the surface
 REPO = Path(__file__).resolve().parents[2]
 OUR_TENSORRT_CODE = tuple(REPO / p for p in (
-    "bonedeploy/export/tensorrt.py", "bonedeploy/backends/tensorrt.py", "bonedeploy/artefacts/sidecar.py"))
+    "bonedeploy/export/tensorrt.py", "bonedeploy/backends/tensorrt.py", "bonedeploy/backends/device_facts.py"))
 
 
 def trt_references(source: str) -> set[str]:

@@ -11,7 +11,8 @@ import pytest
 from bonedeploy.artefacts.card import ModelCard
 from bonedeploy.errors import ConfigError, DataError
 from bonedeploy.eval.decision import DecisionRule, is_positive, positive_scores, rule_for
-from bonedeploy.eval.operating_point import (OperatingPoint, bootstrap_ci, choose_operating_point,
+from bonedeploy.artefacts.operating_point import OperatingPoint
+from bonedeploy.eval.operating_point import (bootstrap_ci, choose_operating_point,
                                              choose_threshold, sensitivity_specificity)
 
 

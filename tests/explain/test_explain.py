@@ -17,7 +17,7 @@ pytest.importorskip("pytorch_grad_cam", reason="the [explain] extra (grad-cam) i
 from camkit import make_cam_checkpoint, make_images, register_tiny_alexnet  # noqa: E402
 
 from bonedeploy.errors import ArtefactError, ConfigError  # noqa: E402
-from bonedeploy.eval.operating_point import OperatingPoint  # noqa: E402
+from bonedeploy.artefacts.operating_point import OperatingPoint  # noqa: E402
 
 
 @pytest.fixture(scope="module")

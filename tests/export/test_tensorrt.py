@@ -262,7 +262,7 @@ def fake_tensorrt11(calls, parse_errors=(), build_ok=True, build_log=()):
 def trt11(monkeypatch):
     calls = []
     monkeypatch.setitem(sys.modules, "tensorrt", fake_tensorrt11(calls))
-    monkeypatch.setattr("bonedeploy.artefacts.sidecar.cuda_facts", lambda device=0: {
+    monkeypatch.setattr("bonedeploy.backends.device_facts.cuda_facts", lambda device=0: {
         k: v for k, v in FACTS.items() if k != "tensorrt"})
     return calls
 
@@ -378,7 +378,7 @@ def test_onnx_input_without_tensorrt_names_the_command_to_run(tmp_path, monkeypa
     def missing():
         raise BackendUnavailableError("TensorRT is not installed here (stand-in)")
 
-    monkeypatch.setattr("bonedeploy.artefacts.sidecar.runtime_facts", missing)
+    monkeypatch.setattr("bonedeploy.backends.device_facts.runtime_facts", missing)
     from bonedeploy.export import onnx as ox
     from bonedeploy.models import create_model
     from exportkit import register_tiny

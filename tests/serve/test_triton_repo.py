@@ -12,7 +12,7 @@ from bonedeploy.artefacts.sidecar import build_sidecar, write_sidecar
 from bonedeploy.cli.app import main
 from bonedeploy.errors import ConfigError
 from bonedeploy.export.triton_repo import write_triton_repo
-from bonedeploy.serve.protocol import card_from_parameters
+from bonedeploy.artefacts.triton import card_from_parameters
 from bonedeploy.util.fs import sha256_file
 from onnxkit import tiny_card, tiny_onnx_classifier
 

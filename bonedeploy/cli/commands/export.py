@@ -78,7 +78,8 @@ def command(
         if f.parity:
             console.print(escape(summarise_parity(f.path.name, f.parity)), highlight=False, soft_wrap=True)
     if explain:
-        from bonedeploy.export.explain_onnx import export_explain, explain_filename
+        from bonedeploy.artefacts.naming import explain_filename
+        from bonedeploy.export.explain_onnx import export_explain
 
         path = export_explain(source, result.out_dir / explain_filename())
         console.print(f"explain graph: {escape(str(path))}", highlight=False)

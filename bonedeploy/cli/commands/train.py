@@ -92,7 +92,7 @@ def command(
     result = train(config, reporter, target_sensitivity=target_sensitivity)
     decision = result.report.get("decision")
     if decision:
-        from bonedeploy.eval.operating_point import OperatingPoint
+        from bonedeploy.artefacts.operating_point import OperatingPoint
 
         op = OperatingPoint.from_dict(decision["operating_point"])
         reporter.message(f"temperature {decision['temperature']:.3f}; operating point: {op.describe()}")
