@@ -8,7 +8,8 @@ Grayscale pipeline, as a DICOM viewer displays the image:
 3. MONOCHROME1 (low values bright) inverted so that bone is bright, as in MONOCHROME2.
 Colour (RGB, YBR_* converted to RGB by pydicom, PALETTE COLOR) is divided by its bit range; no
 modality/VOI step applies to colour. Multi-frame files give their first frame. Pillow's
-decompression-bomb limit applies to Rows x Columns as well.
+decompression-bomb limit applies to Rows x Columns as well. A frame that decodes to one constant
+value is refused (``ImageReadError``), never passed on.
 """
 
 from __future__ import annotations
@@ -126,7 +127,18 @@ def _pixel_array(path: Path, ds) -> np.ndarray:
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     if frames > 1:
         arr = arr[0]
+    _refuse_constant(path, arr, ts)
     return arr
+
+
+def _refuse_constant(path: Path, arr: np.ndarray, ts) -> None:
+    """A radiograph is never one flat value; a decoder that zero-fills a stream it cannot read
+    (12-bit JPEG Lossless has done so elsewhere) produces exactly that, so it is refused here
+    rather than passed on as a confident prediction about a blank image."""
+    if arr.size and arr.min() == arr.max():
+        raise ImageReadError(path, f"pixel data decodes to one constant value ({arr.flat[0]}) over "
+                                   f"{' x '.join(map(str, arr.shape))} ({ts.name}): a blank image, or "
+                                   "a decoder that filled it without an error")
 
 
 def _grayscale(arr: np.ndarray, ds) -> np.ndarray:

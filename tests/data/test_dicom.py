@@ -152,3 +152,22 @@ def test_missing_pydicom_says_what_to_install(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "pydicom", None)  # import pydicom -> ImportError
     with pytest.raises(ImageReadError, match=r"pip install 'bonedeploy\[dicom\]'"):
         read_image(path)
+
+
+@pytest.mark.parametrize("value", [0, 2048])
+def test_constant_pixel_array_is_refused(tmp_path, value):
+    """A zero-filled decode (a decoder failing silently) must not reach the model."""
+    path = write_dicom(tmp_path / "flat.dcm", np.full((16, 16), value, np.uint16))
+    with pytest.raises(ImageReadError, match=f"one constant value \\({value}\\)") as info:
+        read_image(path)
+    assert info.value.path == path
+
+
+def test_constant_after_a_compressed_round_trip_is_refused(tmp_path):
+    """Also after a real decoder (RLE Lossless, pydicom's own): the check is on the decoded array."""
+    ds = new_dataset()
+    ds.set_pixel_data(np.zeros((16, 16), np.uint16), "MONOCHROME2", 12)
+    ds.compress(uid.RLELossless)
+    ds.save_as(tmp_path / "rle.dcm", enforce_file_format=True)
+    with pytest.raises(ImageReadError, match=r"one constant value \(0\).*RLE Lossless"):
+        read_image(tmp_path / "rle.dcm")
