@@ -44,7 +44,7 @@ DIFFICULTIES: dict[str, BreakPreset] = {
                         swelling=(0.0, 0.2), framing=0.22),
 }
 
-IMAGE_FORMATS = ("png", "jpeg")
+IMAGE_FORMATS = ("png", "jpeg", "dicom")  # dicom: DX instances (bonedeploy.data.synth.dicom)
 BIT_DEPTHS = (8, 16)
 
 
@@ -86,6 +86,8 @@ class SynthConfig:
         if self.bit_depth == 16 and (fmt != "png" or self.rgb):
             raise ConfigError("16-bit output is grayscale PNG only (JPEG and RGB PNG hold 8 bits); "
                               "use --bit-depth 8 with --format jpeg or --rgb")
+        if fmt == "dicom" and self.rgb:
+            raise ConfigError("--format dicom writes grayscale radiographs (12-bit DX); drop --rgb")
         self._check_fractions_and_sizes()
 
     def _check_counts(self) -> None:
@@ -118,7 +120,7 @@ class SynthConfig:
 
     @property
     def suffix(self) -> str:
-        return {"png": ".png", "jpeg": ".jpg"}[self.image_format]
+        return {"png": ".png", "jpeg": ".jpg", "dicom": ".dcm"}[self.image_format]
 
     def to_dict(self) -> dict[str, Any]:
         return {"format": SYNTH_FORMAT, **asdict(self)}

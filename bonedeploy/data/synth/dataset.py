@@ -77,8 +77,14 @@ def encode_image(image: np.ndarray, config: SynthConfig) -> bytes:
 def _render_and_write(out: str, config: SynthConfig, job: Job) -> dict[str, Any]:
     image, info = render_case(image_rng(config.seed, job.index), job.label == POSITIVE_CLASS,
                               config)
+    if config.image_format == "dicom":
+        from bonedeploy.data.synth.dicom import encode_dicom
+
+        data = encode_dicom(image, config.seed, job.index)
+    else:
+        data = encode_image(image, config)
     with atomic_write(Path(out) / job.relpath, "wb") as fh:
-        fh.write(encode_image(image, config))
+        fh.write(data)
     return {"path": job.relpath, "label": job.label, **info.to_dict()}
 
 
