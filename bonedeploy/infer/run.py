@@ -47,6 +47,7 @@ class InferConfig:
     remote_decode: bool = False  # grpc:// / http:// engines: the server decodes the files
     explain: Path | None = None  # Grad-CAM maps + overlays of the images decided positive
     explain_all: bool = False  # ... of every image
+    dicom_sr: Path | None = None  # a DICOM Structured Report per DICOM input, here (infer.dicom_sr)
 
     def validate(self) -> None:
         if self.batch_size < 1:
@@ -101,6 +102,7 @@ class InferResult:
     notes: list[str] = field(default_factory=list)
     explained: int = 0  # images given a Grad-CAM map (--explain)
     explain_dir: Path | None = None
+    reports: int = 0  # DICOM SRs written (--dicom-sr)
     decision: dict[str, Any] | None = None  # DecisionRule.describe(): the threshold and its source
 
     @property
@@ -220,7 +222,8 @@ def run_inference(config: InferConfig, progress: Progress | None = None) -> Infe
         explainer = None
         try:
             explainer = open_explainer(config, backend)
-            return _run(config, backend, prefetcher, paths, skipped, progress, explainer)
+            reports = open_reports(config, backend, engine_sha)
+            return _run(config, backend, prefetcher, paths, skipped, progress, explainer, reports)
         finally:
             if explainer is not None:
                 explainer.explainer.close()
@@ -304,7 +307,17 @@ def decision_rule(config: InferConfig, backend):
     return rule_for(backend.card, config.threshold)
 
 
-def _run(config, backend, prefetcher, paths, skipped, progress, explainer=None) -> InferResult:
+def open_reports(config: InferConfig, backend, engine_sha: str | None):
+    """``--dicom-sr``: a ReportWriter deciding as the engine does, or None."""
+    if config.dicom_sr is None:
+        return None
+    from bonedeploy.infer.dicom_sr import ReportWriter, algorithm_of
+
+    return ReportWriter(Path(config.dicom_sr), algorithm_of(backend, engine_sha),
+                        decision_rule(config, backend), backend.card)
+
+
+def _run(config, backend, prefetcher, paths, skipped, progress, explainer=None, reports=None) -> InferResult:
     classes = list(backend.card.classes)
     labels = read_labels_csv(config.labels, classes, paths) if config.labels else folder_labels(paths, classes)
     store = PredictionStore(config.out, classes, with_label=bool(labels))
@@ -333,6 +346,8 @@ def _run(config, backend, prefetcher, paths, skipped, progress, explainer=None) 
             _label_rows(rows, classes, labels, rule)
             if explainer is not None:
                 n_explained += _explain_batch(explainer, rows, decoded, rule, config.explain_all)
+            if reports is not None:
+                reports.write(rows)
             store.append(rows)
             new_rows.extend(rows)
             n_done += len(rows)
@@ -344,6 +359,11 @@ def _run(config, backend, prefetcher, paths, skipped, progress, explainer=None) 
     seconds = time.perf_counter() - start
     result = _finish(config, backend, store, paths, previous, new_rows, labels, seconds, skipped, rule)
     result.explained, result.explain_dir = n_explained, config.explain
+    if reports is not None:
+        result.reports = reports.written
+        if reports.not_dicom:
+            result.notes.append(f"--dicom-sr: {len(reports.not_dicom)} inputs are not DICOM, so no report "
+                                f"(first: {reports.not_dicom[0]})")
     return result
 
 

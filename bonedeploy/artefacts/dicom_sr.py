@@ -1,0 +1,229 @@
+"""The AI result as a DICOM Structured Report (TID 1500 Measurement Report, Comprehensive 3D SR).
+
+An on-disk format shared by ``bonedeploy infer --dicom-sr`` and ``bonedeploy listen``, so it sits
+below both. Needs the ``[dicom]`` extra (pydicom, highdicom), imported inside the functions.
+
+One measurement group per source image:
+- qualitative evaluation: SCT 125605004 "Fracture of bone" = SCT 52101004 "Present" /
+  SCT 272519000 "Absent" (CID 240), finding site SCT 16953009 "Elbow joint";
+- measurements (UCUM "1"): DCM 122157 "Probability" (calibrated p(Fractured)), DCM 122411
+  "Threshold Value" (the operating point), and private codes (scheme ``99BONEDEPLOY``) for the
+  target sensitivity and the out-of-distribution score, which no standard code names;
+- "not analysed: <reason>" (DCM 121106 "Comment") instead of the evaluation when the decoder or a
+  gate refused the image;
+- algorithm identification (name, bonedeploy version, artefact sha256 and model as parameters),
+  the source image as evidence.
+Patient and study modules are copied from the source (highdicom), so a PACS files the report in
+the source's study, as a new series. UIDs are derived from the source SOP Instance UID and the
+artefact's sha256: writing the report twice gives the same instance, never a second one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bonedeploy.errors import BackendUnavailableError
+
+INSTALL_HINT = "pip install 'bonedeploy[dicom]'"
+PRIVATE_SCHEME = "99BONEDEPLOY"
+MANUFACTURER = "bonedeploy"
+SERIES_NUMBER = 9901  # high, so the AI series sorts after the acquired ones in a viewer
+SERIES_DESCRIPTION = "AI result: fracture finding (bonedeploy)"
+NOT_ANALYSED = "not analysed: "
+
+
+@dataclass(frozen=True)
+class Algorithm:
+    """Which model said it: goes into every report's algorithm identification."""
+
+    model: str
+    artefact_sha256: str
+    version: str  # bonedeploy's
+    name: str = "bonedeploy fracture classifier"
+
+    def parameters(self) -> list[str]:
+        return [f"model={self.model}", f"artefact_sha256={self.artefact_sha256}"]
+
+
+@dataclass(frozen=True)
+class Finding:
+    """What the analysis concluded for one image. ``present`` None with ``not_analysed`` set: the
+    image was refused (decoder, radiograph check, out-of-distribution gate) with that reason."""
+
+    present: bool | None
+    probability: float | None = None  # calibrated p(positive class)
+    threshold: float | None = None
+    target_sensitivity: float | None = None
+    ood_score: float | None = None
+    not_analysed: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.present is None) == (self.not_analysed is None):
+            raise ValueError("a finding is either present/absent or not analysed (with a reason)")
+
+    @classmethod
+    def refused(cls, reason: str, ood_score: float | None = None) -> "Finding":
+        return cls(present=None, not_analysed=" ".join(str(reason).split()), ood_score=ood_score)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Finding":
+        return cls(**{k: d.get(k) for k in cls.__dataclass_fields__})
+
+
+def _import():
+    try:
+        import highdicom as hd
+        from pydicom.sr.codedict import codes
+    except ImportError as e:
+        raise BackendUnavailableError(f"DICOM structured reports need highdicom: {INSTALL_HINT}") from e
+    return hd, codes
+
+
+def _concepts():
+    hd, codes = _import()
+    c = hd.sr.CodedConcept
+    return {
+        # Not in pydicom's dictionary; checked against SNOMED International's concept (docs/pacs.md).
+        "fracture": c("125605004", "SCT", "Fracture of bone"),
+        "present": codes.SCT.Present, "absent": codes.SCT.Absent,  # CID 240
+        "site": codes.SCT.ElbowJoint,
+        "probability": codes.DCM.Probability, "threshold": codes.DCM.ThresholdValue,
+        "target_sensitivity": c("TARGET-SENS", PRIVATE_SCHEME, "Target sensitivity of operating point"),
+        "ood_score": c("OOD-SCORE", PRIVATE_SCHEME, "Out-of-distribution score"),
+        "comment": codes.DCM.Comment, "unit": codes.UCUM.NoUnits,
+        "procedure": codes.SCT.ImagingProcedure,
+    }
+
+
+def report_uids(source_sop_uid: str, study_uid: str, artefact_sha256: str) -> tuple[str, str]:
+    """(series UID, SOP Instance UID) of the report: one series per study and model, one
+    instance per source image and model, the same on every run (a resend replaces, never adds)."""
+    from pydicom.uid import generate_uid
+
+    series = generate_uid(entropy_srcs=["bonedeploy-sr-series", study_uid, artefact_sha256])
+    sop = generate_uid(entropy_srcs=["bonedeploy-sr", source_sop_uid, artefact_sha256])
+    return series, sop
+
+
+def build_report(source, finding: Finding, algorithm: Algorithm):
+    """A Comprehensive 3D SR about ``source`` (a pydicom Dataset; its pixels are not needed)."""
+    hd, codes = _import()
+    k = _concepts()
+    algo = hd.sr.AlgorithmIdentification(name=algorithm.name, version=algorithm.version,
+                                         parameters=algorithm.parameters(), manufacturer=MANUFACTURER)
+    series_uid, sop_uid = report_uids(source.SOPInstanceUID, source.StudyInstanceUID,
+                                      algorithm.artefact_sha256)
+    group = hd.sr.MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(
+            uid=report_uids(source.SOPInstanceUID, "tracking", algorithm.artefact_sha256)[1],
+            identifier=f"fracture finding {source.SOPInstanceUID}"),
+        finding_type=k["fracture"], algorithm_id=algo,
+        finding_sites=[hd.sr.FindingSite(anatomic_location=k["site"])],
+        measurements=_measurements(hd, k, finding) or None,
+        qualitative_evaluations=None if finding.present is None else [hd.sr.QualitativeEvaluation(
+            k["fracture"], k["present"] if finding.present else k["absent"])],
+        source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(source)])
+    if finding.not_analysed is not None:
+        group[0].ContentSequence.append(hd.sr.TextContentItem(
+            name=k["comment"], value=(NOT_ANALYSED + finding.not_analysed)[:1024],
+            relationship_type=hd.sr.RelationshipTypeValues.CONTAINS))
+    device = hd.sr.ObserverContext(
+        observer_type=codes.DCM.Device,
+        observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
+            uid=report_uids("device", "device", algorithm.artefact_sha256)[1], name=algorithm.name,
+            manufacturer_name=MANUFACTURER, model_name=algorithm.model))
+    report = hd.sr.MeasurementReport(
+        observation_context=hd.sr.ObservationContext(observer_device_context=device),
+        procedure_reported=k["procedure"], imaging_measurements=[group])
+    sr = hd.sr.Comprehensive3DSR(
+        evidence=[source], content=report[0], series_instance_uid=series_uid,
+        series_number=SERIES_NUMBER, sop_instance_uid=sop_uid, instance_number=1,
+        manufacturer=MANUFACTURER, is_complete=True, is_final=False, is_verified=False,
+        series_description=SERIES_DESCRIPTION)
+    sr.CodingSchemeIdentificationSequence = [_private_scheme()]
+    return sr
+
+
+def _private_scheme():
+    """Declares the local coding scheme, as PS3.3 C.12.1.1.2 asks of a private designator."""
+    from pydicom.dataset import Dataset
+
+    item = Dataset()
+    item.CodingSchemeDesignator = PRIVATE_SCHEME
+    item.CodingSchemeName = "bonedeploy local codes"
+    item.CodingSchemeResponsibleOrganization = "bonedeploy project"
+    return item
+
+
+def _measurements(hd, k, finding: Finding) -> list:
+    values = [("probability", finding.probability), ("threshold", finding.threshold),
+              ("target_sensitivity", finding.target_sensitivity), ("ood_score", finding.ood_score)]
+    return [hd.sr.Measurement(name=k[name], value=float(v), unit=k["unit"])
+            for name, v in values if v is not None]
+
+
+def write_report(path: str | Path, source, finding: Finding, algorithm: Algorithm) -> Path:
+    """Build and write the report atomically (a reader never sees half a file)."""
+    from bonedeploy.util.fs import atomic_path
+
+    sr = build_report(source, finding, algorithm)
+    with atomic_path(path) as tmp:
+        sr.save_as(tmp, enforce_file_format=True)
+        _fsync(tmp)
+    return Path(path)
+
+
+def _fsync(path: Path) -> None:
+    import os
+
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_finding(sr) -> tuple[Finding, list[str]]:
+    """(the finding, the SOP Instance UIDs of its source images) from a report this module wrote
+    (a pydicom Dataset or a path): how tests, docs and users read one back."""
+    import pydicom
+
+    if not isinstance(sr, pydicom.Dataset):
+        sr = pydicom.dcmread(sr)
+    k = _concepts()
+    found: dict[str, Any] = {}
+    sources: list[str] = []
+    for item in _walk(sr.ContentSequence):
+        name = _code(item.get("ConceptNameCodeSequence"))
+        if item.ValueType == "CODE" and name == _key(k["fracture"]):
+            found["present"] = _code(item.ConceptCodeSequence) == _key(k["present"])
+        elif item.ValueType == "NUM":
+            for field in ("probability", "threshold", "target_sensitivity", "ood_score"):
+                if name == _key(k[field]):
+                    found[field] = float(item.MeasuredValueSequence[0].NumericValue)
+        elif item.ValueType == "TEXT" and name == _key(k["comment"]):
+            if item.TextValue.startswith(NOT_ANALYSED):
+                found["not_analysed"] = item.TextValue[len(NOT_ANALYSED):]
+        elif item.ValueType == "IMAGE":
+            sources.append(item.ReferencedSOPSequence[0].ReferencedSOPInstanceUID)
+    found.setdefault("present", None)
+    return Finding(**found), sources
+
+
+def _walk(seq):
+    for item in seq or ():
+        yield item
+        yield from _walk(item.get("ContentSequence"))
+
+
+def _code(seq) -> tuple[str, str] | None:
+    return (seq[0].CodeValue, seq[0].CodingSchemeDesignator) if seq else None
+
+
+def _key(code) -> tuple[str, str]:
+    return (code.value, code.scheme_designator)

@@ -1,0 +1,99 @@
+"""The TID 1500 report: what it says, that it re-reads (highdicom, dciodvfy), where it is filed."""
+
+import shutil
+import subprocess
+
+import pytest
+
+pytest.importorskip("highdicom")
+pydicom = pytest.importorskip("pydicom", minversion="3.0")
+
+from bonedeploy.artefacts.dicom_sr import Algorithm, Finding, build_report, read_finding, write_report  # noqa: E402
+from bonedeploy.data.synth.dicom import encode_dicom  # noqa: E402
+
+ALGO = Algorithm(model="resnet18", artefact_sha256="ab" * 32, version="9.9.9")
+
+
+@pytest.fixture
+def source(tmp_path):
+    import io
+
+    import numpy as np
+
+    image = np.linspace(0, 1, 48 * 40).reshape(48, 40)
+    return pydicom.dcmread(io.BytesIO(encode_dicom(image, seed=3, index=4)))
+
+
+def test_finding_round_trips_and_is_filed_in_the_source_study(tmp_path, source):
+    import highdicom as hd
+
+    finding = Finding(present=True, probability=0.912345, threshold=0.3, target_sensitivity=0.95, ood_score=0.25)
+    path = write_report(tmp_path / "r.dcm", source, finding, ALGO)
+    sr = hd.sr.srread(path)
+    assert isinstance(sr, hd.sr.Comprehensive3DSR)
+    assert read_finding(sr) == (finding, [source.SOPInstanceUID])
+    for key in ("PatientName", "PatientID", "PatientBirthDate", "StudyInstanceUID", "AccessionNumber"):
+        assert sr.get(key) == source.get(key), key
+    assert sr.SeriesInstanceUID != source.SeriesInstanceUID  # a new series in that study
+    assert sr.ContentTemplateSequence[0].TemplateIdentifier == "1500"
+    # The algorithm is identified: name, version, model and artefact hash.
+    text = " | ".join(_texts(sr))
+    assert "bonedeploy fracture classifier" in text and "9.9.9" in text
+    assert f"artefact_sha256={'ab' * 32}" in text and "model=resnet18" in text
+    codes = {(c.CodeValue, c.CodingSchemeDesignator) for c in _codes(sr)}
+    assert {("125605004", "SCT"), ("52101004", "SCT"), ("16953009", "SCT"), ("122157", "DCM")} <= codes
+
+
+def test_absent_and_not_analysed(tmp_path, source):
+    absent = Finding(present=False, probability=0.01, threshold=0.3)
+    assert read_finding(build_report(source, absent, ALGO))[0] == absent
+    refused = Finding.refused("pixel data decodes to one constant value (0)")
+    sr = build_report(source, refused, ALGO)
+    got, sources = read_finding(sr)
+    assert got == refused and got.present is None and sources == [source.SOPInstanceUID]
+    assert ("272519000", "SCT") not in {(c.CodeValue, c.CodingSchemeDesignator) for c in _codes(sr)}
+    assert "not analysed: pixel data decodes to one constant value (0)" in _texts(sr)
+    with pytest.raises(ValueError):
+        Finding(present=True, not_analysed="both")
+
+
+def test_uids_are_the_same_on_every_run_and_differ_per_model(source):
+    a = build_report(source, Finding(present=True, probability=0.9), ALGO)
+    b = build_report(source, Finding(present=True, probability=0.9), ALGO)
+    other = build_report(source, Finding(present=True, probability=0.9),
+                         Algorithm(model="resnet18", artefact_sha256="cd" * 32, version="9.9.9"))
+    assert (a.SOPInstanceUID, a.SeriesInstanceUID) == (b.SOPInstanceUID, b.SeriesInstanceUID)
+    assert a.SOPInstanceUID != other.SOPInstanceUID
+    assert all(len(u) <= 64 for u in (a.SOPInstanceUID, a.SeriesInstanceUID))
+
+
+@pytest.mark.skipif(shutil.which("dciodvfy") is None, reason="dciodvfy (dicom3tools) not installed")
+@pytest.mark.parametrize("finding", [Finding(present=True, probability=0.9, threshold=0.5, target_sensitivity=0.9),
+                                     Finding.refused("cannot decode pixel data")])
+def test_dciodvfy_finds_no_error(tmp_path, source, finding):
+    path = write_report(tmp_path / "r.dcm", source, finding, ALGO)
+    out = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, timeout=60)
+    report = out.stdout + out.stderr
+    assert "Comprehensive3DSR" in report
+    errors = [line for line in report.splitlines() if line.startswith("Error")]
+    assert errors == [], report
+    # Only the declared private coding scheme is unknown to it.
+    assert all("99BONEDEPLOY" in line for line in report.splitlines() if line.startswith("Warning")), report
+
+
+def _codes(sr):
+    def walk(seq):
+        for item in seq or ():
+            for key in ("ConceptNameCodeSequence", "ConceptCodeSequence"):
+                yield from item.get(key) or ()
+            yield from walk(item.get("ContentSequence"))
+    return list(walk(sr.ContentSequence))
+
+
+def _texts(sr):
+    def walk(seq):
+        for item in seq or ():
+            if "TextValue" in item:
+                yield str(item.TextValue)
+            yield from walk(item.get("ContentSequence"))
+    return list(walk(sr.ContentSequence))
