@@ -1,15 +1,18 @@
-"""Cold start: process start -> the first prediction row of ``bonedeploy infer`` on one image.
+"""Cold start: process start -> the first prediction row of ``bonedeploy infer`` on one image,
+and -> the process's exit.
 
 What an edge box that restarts often pays before its first answer: interpreter start, imports,
 reading and compiling the model (or loading its compiled-model cache), one decode, one inference,
-one row written. Timed from outside, as a user would see it: ``python -m bonedeploy infer
---engine ART IMAGE`` is started and the output's ``.partial`` file is polled every 2 ms until it
-holds a row. One untimed start comes first: it fills the page cache and builds the backend's
+one row written. Then, before the exit a script waiting on the process sees: the final file, the
+metrics when the image is labelled (a class folder above it), interpreter shutdown. Timed from
+outside, as a user would see it: ``python -m bonedeploy infer --engine ART IMAGE`` is started,
+the output's ``.partial`` file is polled every 2 ms until it holds a row, then the process until
+it exits. One untimed start comes first: it fills the page cache and builds the backend's
 compiled-model caches, as the first start after an install would; the timed starts then measure
 a warm restart. Peak RSS is polled (``bench.memory.peak_rss_mb_of``).
 
 One truth: ``bonedeploy bench`` (a column per row) and ``benchmarks/cold_start.py`` both call
-:func:`measure_cold_start`.
+:func:`measure_cold_starts`.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from bonedeploy.errors import ConfigError
+from bonedeploy.eval.metrics import metrics_file
 
 TIMEOUT_S = 300.0  # one start; a TensorRT engine or torch on a slow disk can take a while
 POLL_S = 0.002
@@ -42,19 +46,27 @@ class ColdStart:
     command: str
     first_run_s: float  # the untimed start: page cache and compiled-model caches built here
     times_s: list[float] = field(default_factory=list)  # to the first row, each timed start
-    exit_s: list[float] = field(default_factory=list)
+    exit_s: list[float] = field(default_factory=list)  # to the exit, the same starts
     peak_rss_mb: float = 0.0
+    metrics: bool = False  # every timed start wrote a metrics file: its image was labelled
 
     @property
     def median_s(self) -> float:
         return statistics.median(self.times_s)
 
+    @property
+    def median_exit_s(self) -> float:
+        return statistics.median(self.exit_s)
+
     def to_dict(self) -> dict[str, Any]:
+        """To the first row: ``median_s``, ``min_s``, ``max_s``, ``all_s``; to the exit: the same
+        with ``_exit``."""
         return {"backend": self.backend, "command": self.command, "runs": len(self.times_s),
-                "first_run_s": self.first_run_s, "median_s": self.median_s,
-                "min_s": min(self.times_s), "max_s": max(self.times_s),
-                "median_exit_s": statistics.median(self.exit_s), "peak_rss_mb": self.peak_rss_mb,
-                "all_s": list(self.times_s)}
+                "first_run_s": self.first_run_s, "metrics": self.metrics,
+                "median_s": self.median_s, "min_s": min(self.times_s), "max_s": max(self.times_s),
+                "median_exit_s": self.median_exit_s, "min_exit_s": min(self.exit_s),
+                "max_exit_s": max(self.exit_s), "peak_rss_mb": self.peak_rss_mb,
+                "all_s": list(self.times_s), "all_exit_s": list(self.exit_s)}
 
 
 def infer_args(options: dict[str, Any]) -> list[str] | None:
@@ -88,10 +100,12 @@ def infer_command(artefact: Path, image: Path, out: Path, backend: str,
 
 
 def time_start(cmd: list[str], out: Path, env: dict[str, str] | None = None,
-               timeout_s: float = TIMEOUT_S) -> dict[str, float]:
-    """One start: seconds to the first written row and to exit, and the peak RSS in MB."""
+               timeout_s: float = TIMEOUT_S) -> dict[str, Any]:
+    """One start: seconds to the first written row and to exit, the peak RSS in MB, and whether
+    it wrote a metrics file."""
     partial = out.with_name(out.name + ".partial")
-    for p in (out, partial, out.with_name(out.name + ".run.json")):
+    metrics = metrics_file(out)
+    for p in (out, partial, out.with_name(out.name + ".run.json"), metrics):
         p.unlink(missing_ok=True)
     log = out.with_name(out.name + ".stderr")
     with open(log, "wb") as err_fh:  # a file, not a pipe: a chatty child must not block on it
@@ -100,7 +114,8 @@ def time_start(cmd: list[str], out: Path, env: dict[str, str] | None = None,
     log.unlink(missing_ok=True)
     if code != 0:
         raise ColdStartError(f"{shlex.join(cmd)} exited {code}: {' '.join(err.split())[-600:]}")
-    return {"first_row_s": first if first is not None else exited, "exit_s": exited, "peak_rss_mb": hwm}
+    return {"first_row_s": first if first is not None else exited, "exit_s": exited, "peak_rss_mb": hwm,
+            "metrics": metrics.exists()}
 
 
 def _watch(cmd, partial: Path, out: Path, err_fh, env, timeout_s: float):
@@ -130,21 +145,44 @@ def _watch(cmd, partial: Path, out: Path, err_fh, env, timeout_s: float):
     return first, now - t0, hwm, proc.returncode
 
 
+@dataclass(frozen=True)
+class StartSpec:
+    """One ``infer`` start to time: an artefact on a backend, one image."""
+
+    artefact: Path
+    backend: str
+    image: Path
+    options: dict[str, Any] | None = None
+    env: dict[str, str] | None = None
+
+
 def measure_cold_start(artefact: str | Path, backend: str, image: str | Path, runs: int,
                        workdir: str | Path, options: dict[str, Any] | None = None,
                        env: dict[str, str] | None = None) -> ColdStart:
     """One untimed start, then ``runs`` timed ones (``runs`` >= 1)."""
+    spec = StartSpec(Path(artefact), backend, Path(image), options, env)
+    return measure_cold_starts([spec], runs, workdir)[0]
+
+
+def measure_cold_starts(specs: list[StartSpec], runs: int, workdir: str | Path) -> list[ColdStart]:
+    """Each spec's untimed start, then ``runs`` rounds of one timed start per spec: specs compared
+    with each other (the same image labelled and not) see the same load on a shared machine."""
     if runs < 1:
         raise ConfigError(f"cold start: runs must be >= 1, got {runs}")
-    out = Path(workdir) / f"coldstart-{backend}.csv"
-    cmd = infer_command(Path(artefact), Path(image), out, backend, options)
-    first = time_start(cmd, out, env)
-    timed = [time_start(cmd, out, env) for _ in range(runs)]
-    for p in (out, out.with_name(out.name + ".run.json")):
-        p.unlink(missing_ok=True)
-    return ColdStart(backend, shlex.join(cmd), first["first_row_s"],
-                     [t["first_row_s"] for t in timed], [t["exit_s"] for t in timed],
-                     max(t["peak_rss_mb"] for t in timed))
+    outs = [Path(workdir) / f"coldstart-{s.backend}-{i}.csv" for i, s in enumerate(specs)]
+    cmds = [infer_command(s.artefact, s.image, out, s.backend, s.options) for s, out in zip(specs, outs)]
+    first = [time_start(cmd, out, s.env) for s, cmd, out in zip(specs, cmds, outs)]
+    timed: list[list[dict[str, Any]]] = [[] for _ in specs]
+    for _ in range(runs):
+        for s, cmd, out, times in zip(specs, cmds, outs, timed):
+            times.append(time_start(cmd, out, s.env))
+    for out in outs:
+        for p in (out, out.with_name(out.name + ".run.json"), metrics_file(out)):
+            p.unlink(missing_ok=True)
+    return [ColdStart(s.backend, shlex.join(cmd), f["first_row_s"], [t["first_row_s"] for t in times],
+                      [t["exit_s"] for t in times], max(t["peak_rss_mb"] for t in times),
+                      all(t["metrics"] for t in times))
+            for s, cmd, f, times in zip(specs, cmds, first, timed)]
 
 
 def _has_row(path: Path) -> bool:
@@ -180,8 +218,9 @@ def add_cold_starts(report, runs: int, data: Path | None = None, log=None) -> No
                 log(f"{r.target.label}: cold start failed: {e}")
                 continue
             r.cold_start = cs.to_dict()
-            log(f"{r.target.label}: cold start {cs.median_s:.2f} s (median of {runs}; the first "
-                f"start {cs.first_run_s:.2f} s), peak RSS {cs.peak_rss_mb:.0f} MB")
+            log(f"{r.target.label}: cold start {cs.median_s:.2f} s to the first row, "
+                f"{cs.median_exit_s:.2f} s to exit (medians of {runs}; the first start "
+                f"{cs.first_run_s:.2f} s), peak RSS {cs.peak_rss_mb:.0f} MB")
     report.notes.append(f"cold start: process start → the first row of `bonedeploy infer` on one "
                         f"image ({Path(image).name}), median of {runs} starts after one untimed start "
                         "that warms the page cache and the compiled-model caches; one row at a time")

@@ -392,7 +392,7 @@ def _finish(config, backend, store, paths, previous, new_rows, labels, seconds, 
 
 def _add_metrics(result: InferResult, config: InferConfig, rows, classes, meta, threshold) -> None:
     from bonedeploy.util.fs import write_json
-    from bonedeploy.eval.metrics import classification_summary
+    from bonedeploy.eval.metrics import classification_summary, metrics_file
 
     scored = [r for r in rows if r["status"] == "ok" and r["label"] is not None]
     unlabelled = sum(r["label"] is None for r in rows)
@@ -400,18 +400,11 @@ def _add_metrics(result: InferResult, config: InferConfig, rows, classes, meta, 
         result.notes.append("labels known but no labelled image was predicted: no metrics")
         return
     y = [classes.index(r["label"]) for r in scored]
-    try:
-        summary = classification_summary(y, np.array([r["probs"] for r in scored]), classes, threshold)
-    except ModuleNotFoundError as e:  # a base (edge) install has no scikit-learn/scipy
-        if (e.name or "").partition(".")[0] not in ("sklearn", "scipy"):
-            raise
-        result.notes.append(f"labels known but no metrics ({e.name} is not installed): "
-                            "pip install 'bonedeploy[report]' adds them")
-        return
+    summary = classification_summary(y, np.array([r["probs"] for r in scored]), classes, threshold)
     summary.update(n_unlabelled=unlabelled, n_errors=len(result.errors),
                    label_source=str(config.labels) if config.labels else "class folders", **meta)
     result.metrics = _clean(summary)
-    result.metrics_path = config.out.with_name(config.out.stem + ".metrics.json")
+    result.metrics_path = metrics_file(config.out)
     write_json(result.metrics_path, result.metrics)
 
 

@@ -7,7 +7,14 @@ import pytest
 
 from bonedeploy.bench import BenchConfig, run_bench
 from bonedeploy.bench import coldstart
-from bonedeploy.bench.coldstart import ColdStartError, infer_args, infer_command, measure_cold_start
+from bonedeploy.bench.coldstart import (
+    ColdStartError,
+    StartSpec,
+    infer_args,
+    infer_command,
+    measure_cold_start,
+    measure_cold_starts,
+)
 from bonedeploy.bench.render import report as rpt
 from bonedeploy.errors import ConfigError
 from imagekit import png
@@ -37,10 +44,30 @@ def test_a_real_start_is_timed_to_its_first_row(tmp_path):
     cs = measure_cold_start(model, "onnxruntime", image, 2, tmp_path, {"threads": 1})
     d = cs.to_dict()
     assert d["runs"] == 2 and len(d["all_s"]) == 2 and 0 < d["min_s"] <= d["median_s"] <= d["max_s"]
-    assert d["median_s"] <= d["median_exit_s"] + 0.01  # the row is written before the process ends
+    assert len(d["all_exit_s"]) == 2 and d["min_exit_s"] <= d["median_exit_s"] <= d["max_exit_s"]
+    for row_s, exit_s in zip(d["all_s"], d["all_exit_s"]):  # each row is written before its exit
+        assert row_s <= exit_s
     assert d["peak_rss_mb"] > 20  # an interpreter with numpy and onnxruntime loaded
     assert "--backend onnxruntime" in d["command"] and "threads=1" in d["command"]
+    assert d["metrics"] is False  # no class folder above the image: no labels, no metrics
     assert not list(tmp_path.glob("coldstart-*"))  # its outputs are removed
+
+
+def test_starts_taking_turns_each_keep_their_own_times_and_metrics(tmp_path):
+    """The same bytes labelled (a class folder above) and not: only the first computes metrics."""
+    model = tiny_onnx_classifier(tmp_path / "model.onnx")
+    labelled = png(tmp_path / "elbows" / "Fractured" / "one.png", 7, (40, 40))
+    bare = png(tmp_path / "loose" / "one.png", 7, (40, 40))
+    specs = [StartSpec(model, "onnxruntime", p) for p in (labelled, bare)]
+    with_labels, without = measure_cold_starts(specs, 2, tmp_path)
+    assert (with_labels.metrics, without.metrics) == (True, False)
+    assert str(labelled) in with_labels.command and str(bare) in without.command
+    for cs in (with_labels, without):
+        assert len(cs.times_s) == len(cs.exit_s) == 2
+        assert all(row <= done for row, done in zip(cs.times_s, cs.exit_s))
+    assert not list(tmp_path.glob("coldstart-*"))  # the metrics file too
+    with pytest.raises(ConfigError, match="runs must be >= 1"):
+        measure_cold_starts(specs, 0, tmp_path)
 
 
 def test_a_failing_start_names_the_command_and_its_error(tmp_path):
