@@ -129,12 +129,13 @@ def to_markdown(d: dict[str, Any], onnx: Path) -> str:
              "one untimed first start with an empty cache (its time: 'first start, empty cache'). "
              "*labelled*: the image in its class folder, so `infer` computes its metrics (accuracy, Wilson "
              "interval, sensitivity/specificity; numpy) before it exits; *unlabelled*: the same bytes outside "
-             "any class folder, the baseline of the same run.", "",
-             "| backend | image | metrics | to the first row | to exit | exit − first row | first start, empty cache | peak RSS |",
-             "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+             "any class folder, the baseline of the same run. CPU: the median start's user + system "
+             "seconds, all its threads (the load of a shared machine inflates it less than the wall clock).", "",
+             "| backend | image | metrics | to the first row | to exit | exit − first row | CPU (user + sys) | first start, empty cache | peak RSS |",
+             "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in d["results"]:
         lines.append(f"| {r['backend']} | {r['image']} | {'yes' if r['metrics'] else 'no'} | {spread(r)} | "
-                     f"{spread(r, '_exit')} | {r['median_exit_s'] - r['median_s']:.2f} s | "
+                     f"{spread(r, '_exit')} | {r['median_exit_s'] - r['median_s']:.2f} s | {r['median_cpu_s']:.2f} s | "
                      f"{r['first_run_s']:.2f} s | {r['peak_rss_mb']:.0f} MB |")
     lines += ["", "## What the labels cost (same run)", "",
               "| backend | labelled ÷ unlabelled, to exit | labelled: exit − first row |", "| --- | ---: | ---: |"]

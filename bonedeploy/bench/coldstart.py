@@ -49,6 +49,7 @@ class ColdStart:
     exit_s: list[float] = field(default_factory=list)  # to the exit, the same starts
     peak_rss_mb: float = 0.0
     metrics: bool = False  # every timed start wrote a metrics file: its image was labelled
+    cpu_s: list[float] = field(default_factory=list)  # user + system CPU seconds, the same starts
 
     @property
     def median_s(self) -> float:
@@ -66,7 +67,8 @@ class ColdStart:
                 "median_s": self.median_s, "min_s": min(self.times_s), "max_s": max(self.times_s),
                 "median_exit_s": self.median_exit_s, "min_exit_s": min(self.exit_s),
                 "max_exit_s": max(self.exit_s), "peak_rss_mb": self.peak_rss_mb,
-                "all_s": list(self.times_s), "all_exit_s": list(self.exit_s)}
+                "median_cpu_s": statistics.median(self.cpu_s) if self.cpu_s else None,
+                "all_s": list(self.times_s), "all_exit_s": list(self.exit_s), "all_cpu_s": list(self.cpu_s)}
 
 
 def infer_args(options: dict[str, Any]) -> list[str] | None:
@@ -109,31 +111,34 @@ def time_start(cmd: list[str], out: Path, env: dict[str, str] | None = None,
         p.unlink(missing_ok=True)
     log = out.with_name(out.name + ".stderr")
     with open(log, "wb") as err_fh:  # a file, not a pipe: a chatty child must not block on it
-        first, exited, hwm, code = _watch(cmd, partial, out, err_fh, env, timeout_s)
+        first, exited, hwm, code, cpu = _watch(cmd, partial, out, err_fh, env, timeout_s)
     err = log.read_text(errors="replace")
     log.unlink(missing_ok=True)
     if code != 0:
         raise ColdStartError(f"{shlex.join(cmd)} exited {code}: {' '.join(err.split())[-600:]}")
     return {"first_row_s": first if first is not None else exited, "exit_s": exited, "peak_rss_mb": hwm,
-            "metrics": metrics.exists()}
+            "cpu_s": cpu, "metrics": metrics.exists()}
 
 
 def _watch(cmd, partial: Path, out: Path, err_fh, env, timeout_s: float):
-    """(seconds to the first row or None, seconds to exit, peak RSS MB, exit status)."""
+    """(seconds to the first row or None, seconds to exit, peak RSS MB, exit status, CPU seconds:
+    user + system, the process's threads included; what load on a shared machine does not inflate
+    as much as the wall clock)."""
     from bonedeploy.bench.memory import peak_rss_mb_of
 
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err_fh, env=env)
-    first, hwm = None, 0.0
+    first, hwm, cpu = None, 0.0, 0.0
     try:
         while True:
             hwm = max(hwm, peak_rss_mb_of(proc.pid))
-            pid, status, _ = os.wait4(proc.pid, os.WNOHANG)
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
             now = time.perf_counter()
             if first is None and (_has_row(partial) or _has_row(out)):
                 first = now - t0
             if pid:
                 proc.returncode = os.waitstatus_to_exitcode(status)
+                cpu = usage.ru_utime + usage.ru_stime
                 break
             if now - t0 > timeout_s:
                 raise ColdStartError(f"{shlex.join(cmd)} ran past {timeout_s:g} s")
@@ -142,7 +147,7 @@ def _watch(cmd, partial: Path, out: Path, err_fh, env, timeout_s: float):
         if proc.returncode is None:  # timed out, or interrupted: never leave it running
             proc.kill()
             proc.wait()
-    return first, now - t0, hwm, proc.returncode
+    return first, now - t0, hwm, proc.returncode, cpu
 
 
 @dataclass(frozen=True)
@@ -181,7 +186,7 @@ def measure_cold_starts(specs: list[StartSpec], runs: int, workdir: str | Path) 
             p.unlink(missing_ok=True)
     return [ColdStart(s.backend, shlex.join(cmd), f["first_row_s"], [t["first_row_s"] for t in times],
                       [t["exit_s"] for t in times], max(t["peak_rss_mb"] for t in times),
-                      all(t["metrics"] for t in times))
+                      all(t["metrics"] for t in times), [t["cpu_s"] for t in times])
             for s, cmd, f, times in zip(specs, cmds, first, timed)]
 
 

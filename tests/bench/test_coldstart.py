@@ -48,6 +48,7 @@ def test_a_real_start_is_timed_to_its_first_row(tmp_path):
     for row_s, exit_s in zip(d["all_s"], d["all_exit_s"]):  # each row is written before its exit
         assert row_s <= exit_s
     assert d["peak_rss_mb"] > 20  # an interpreter with numpy and onnxruntime loaded
+    assert len(d["all_cpu_s"]) == 2 and 0 < d["median_cpu_s"] < 60  # the child's, from its rusage
     assert "--backend onnxruntime" in d["command"] and "threads=1" in d["command"]
     assert d["metrics"] is False  # no class folder above the image: no labels, no metrics
     assert not list(tmp_path.glob("coldstart-*"))  # its outputs are removed
@@ -75,6 +76,13 @@ def test_a_failing_start_names_the_command_and_its_error(tmp_path):
     image = png(tmp_path / "x.png")
     with pytest.raises(ColdStartError, match=r"exited 1: .*broken\.onnx"):
         measure_cold_start(tmp_path / "broken.onnx", "onnxruntime", image, 1, tmp_path)
+
+
+def test_cpu_seconds_are_the_childs_own_not_the_wall_clock(tmp_path):
+    busy_then_idle = ("import time\nt = time.process_time()\nwhile time.process_time() - t < 0.3: pass\n"
+                      "time.sleep(0.4)")
+    t = coldstart.time_start([sys.executable, "-c", busy_then_idle], tmp_path / "o.csv")
+    assert 0.3 <= t["cpu_s"] < t["exit_s"] - 0.3 and t["first_row_s"] == t["exit_s"]  # no row: the exit
 
 
 def test_a_hung_start_is_killed_at_the_timeout(tmp_path):
