@@ -9,7 +9,10 @@ from pathlib import Path
 from bonedeploy.artefacts.card import PRECISIONS  # fp32 first: fp16/int8 derive from it
 
 DEFAULT_PRECISIONS: tuple[str, ...] = ("fp32", "fp16")
-ENGINE_SUFFIX = ".trt"
+# A TensorRT engine: ours are written as .trt; .engine and .plan are what trtexec and Triton name
+# them. The one list every reader of engines uses (backend registry, bench, the Triton repository).
+ENGINE_SUFFIXES: tuple[str, ...] = (".trt", ".engine", ".plan")
+ENGINE_SUFFIX = ENGINE_SUFFIXES[0]
 BASE_NAME = "model"
 EXPLAIN_SUFFIX = ".explain.onnx"
 
@@ -43,5 +46,5 @@ def timing_cache_name(gpu_name: str, compute_capability: str, trt_version: str) 
     return f"{slug}-sm{cc}-trt{ver}.cache"
 
 
-__all__ = ["BASE_NAME", "DEFAULT_PRECISIONS", "ENGINE_SUFFIX", "EXPLAIN_SUFFIX", "PRECISIONS", "engine_path_for",
+__all__ = ["BASE_NAME", "DEFAULT_PRECISIONS", "ENGINE_SUFFIX", "ENGINE_SUFFIXES", "EXPLAIN_SUFFIX", "PRECISIONS", "engine_path_for",
            "explain_filename", "onnx_filename", "timing_cache_name"]

@@ -1,8 +1,11 @@
 """The backend protocol and registry.
 
-Lifecycle after Polygraphy's runners: the constructor only records options (cheap, never fails on
-a missing runtime), ``load()`` imports the runtime and acquires the session/engine, ``close()``
-releases it; a backend is a context manager. Runtimes are imported only inside their own module.
+Lifecycle after Polygraphy's runners (``activate``/``activate_impl``): the constructor only
+checks and records the declared options (cheap, never fails on a missing runtime); ``load()``
+does the bookkeeping (idempotent, ``loaded``) and calls the subclass's ``_load()``, which imports
+the runtime and acquires the session/engine; ``close()`` releases it; a backend is a context
+manager. The base demands no file: ``FileBackend`` checks that its file exists before opening it,
+a remote backend reaches its server. Runtimes are imported only inside their own module.
 """
 
 from __future__ import annotations
@@ -15,25 +18,43 @@ from typing import Any, ClassVar
 import numpy as np
 
 from bonedeploy.artefacts.card import ModelCard
+from bonedeploy.backends.options import Option, check_options
 from bonedeploy.errors import ArtefactError, ConfigError
+
+# Every caller may say how many images it will send per call (bench does, per batch size).
+BATCH_SIZE = Option("batch_size", "the batch size the caller will send (a hint; torch's cuda_graph "
+                    "captures for it)", type=int, minimum=1)
 
 
 class Backend(abc.ABC):
     name: ClassVar[str]
-    suffixes: ClassVar[tuple[str, ...]]
+    suffixes: ClassVar[tuple[str, ...]] = ()
     schemes: ClassVar[tuple[str, ...]] = ()  # URL schemes (grpc://...) for remote backends
+    OPTIONS: ClassVar[tuple[Option, ...]] = (BATCH_SIZE,)  # each class adds its own
 
-    def __init__(self, path: str | Path, **options: Any):
-        self.path = Path(path)
-        self.options = options
+    def __init__(self, source: str | Path, **options: Any):
+        self.source = source  # what it runs: a file, a server's URL
+        self.options = check_options(self.name, self.declared_options(), options)
         self._card: ModelCard | None = None
         self.loaded = False
 
-    # lifecycle
+    @classmethod
+    def declared_options(cls) -> tuple[Option, ...]:
+        """The options this backend takes: its own first, then inherited ones it does not redeclare."""
+        seen: dict[str, Option] = {}
+        for klass in cls.__mro__:
+            for opt in vars(klass).get("OPTIONS", ()):
+                seen.setdefault(opt.name, opt)
+        return tuple(seen.values())
+
+    @property
+    def label(self) -> str:
+        """How messages name what it runs."""
+        return str(self.source)
+
+    # lifecycle: bookkeeping here, the work in _load()/_close()
     def load(self) -> "Backend":
         if not self.loaded:
-            if not self.path.is_file():
-                raise ArtefactError(f"{self.path}: no such file")
             self._load()
             self.loaded = True
         return self
@@ -60,16 +81,18 @@ class Backend(abc.ABC):
         """float32 N x C x H x W (the card's PreprocessSpec) -> float32 logits N x classes."""
         if not self.loaded:
             raise RuntimeError("call load() first")
+        return self._infer(self._checked(batch))
+
+    def _checked(self, batch: np.ndarray) -> np.ndarray:
+        """The batch as contiguous float32, refused unless it is N x the card's input shape."""
         expected = self.card.preprocess.input_shape
         if batch.ndim != 4 or tuple(batch.shape[1:]) != expected:
-            raise ConfigError(
-                f"{self.path.name} expects N x {' x '.join(map(str, expected))} input, got {batch.shape}"
-            )
-        return self._infer(np.ascontiguousarray(batch, dtype=np.float32))
+            raise ConfigError(f"{self.label} expects N x {' x '.join(map(str, expected))} input, got {batch.shape}")
+        return np.ascontiguousarray(batch, dtype=np.float32)
 
     def describe(self) -> dict[str, Any]:
         """Where/how it runs (device, provider, precision): recorded in reports."""
-        return {"backend": self.name, "path": str(self.path)}
+        return {"backend": self.name, "path": str(self.source)}
 
     def synchronize(self) -> None:
         """Wait for queued device work (timing); a no-op for synchronous runtimes."""
@@ -91,6 +114,28 @@ class Backend(abc.ABC):
 
     def _close(self) -> None:
         pass
+
+
+class FileBackend(Backend):
+    """A backend that runs a local file: ``load()`` refuses a missing or empty one by name before
+    any runtime is imported, then the subclass's ``_open()`` reads it."""
+
+    def __init__(self, path: str | Path, **options: Any):
+        super().__init__(Path(path), **options)
+        self.path = Path(path)
+
+    @property
+    def label(self) -> str:
+        return self.path.name
+
+    def _load(self) -> None:
+        from bonedeploy.util.fs import require_file
+
+        require_file(self.path, ArtefactError)
+        self._open()
+
+    @abc.abstractmethod
+    def _open(self) -> None: ...
 
 
 # Backend modules, imported on first lookup; each imports its runtime only in load().

@@ -8,7 +8,9 @@ what the cache saves, so the sha256 is remembered per (real path, size, mtime_ns
 whenever the file changes.
 
 The cache root is ``$BONEDEPLOY_CACHE_DIR``, else ``$XDG_CACHE_HOME/bonedeploy``, else
-``~/.cache/bonedeploy``; ``BONEDEPLOY_CACHE_DIR=off`` disables caching.
+``~/.cache/bonedeploy``; ``BONEDEPLOY_CACHE_DIR=off`` disables caching. ``cache_root`` is the
+one place that rule lives: every cache of bonedeploy (these, onnxruntime's TensorRT engines,
+TensorRT's timing cache) asks it, through ``cache_dir``.
 """
 
 from __future__ import annotations
@@ -34,6 +36,12 @@ def cache_root() -> Path | None:
         return None if env.strip().lower() in OFF else Path(env).expanduser()
     xdg = os.environ.get("XDG_CACHE_HOME")
     return (Path(xdg) if xdg else Path.home() / ".cache") / "bonedeploy"
+
+
+def cache_dir(name: str) -> Path | None:
+    """``<cache root>/<name>`` (not created); None when caching is switched off."""
+    root = cache_root()
+    return None if root is None else root / name
 
 
 def artefact_sha256(path: str | Path, root: Path | None = None) -> str:

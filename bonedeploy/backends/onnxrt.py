@@ -1,21 +1,20 @@
 """ONNX Runtime backend for ``.onnx`` files (fp32, fp16 and int8 QDQ graphs alike).
 
-Never imports torch: this is the edge path. Options: ``provider`` (an execution provider name or
-alias: cpu, cuda, tensorrt; default: the best of CUDA EP > CPU that this onnxruntime offers),
-``device`` cpu|cuda|auto (restricts the automatic choice), ``threads`` (intra-op threads;
-default: the physical cores this process may use, because hyper-threads slow convolutions down),
-``spinning`` (False: idle intra-op threads sleep instead of spinning; ``infer`` sets it while decoder
-processes share the CPU, where spinning threads would steal their time).
+Never imports torch: this is the edge path. Its options are declared on the class (``OPTIONS``).
+Why the defaults: ``threads`` are the physical cores this process may use, because hyper-threads
+slow convolutions down; ``spinning=False`` is what ``infer`` sets while decoder processes share
+the CPU, where spinning intra-op threads would steal their time.
 
 The TensorRT EP is never chosen automatically: it builds a TensorRT engine when the session opens
 (minutes for a real model), so every process would rebuild it and bench's "ONNX" rows would time
 that build. With ``provider="tensorrt"`` it comes first (then CUDA EP, CPU) with its engine and
-timing caches on, under ``~/.cache/bonedeploy/ort-trt/<GPU>-sm<CC>-trt<TensorRT>-ort<ORT>/``
-(the key of our own timing cache plus the onnxruntime version): timings in ``timing/``, engines in
-``<model sha256>/``, so a second process, or a second run, loads the cached engine instead.
-For a TensorRT engine proper, export one (``bonedeploy export``) and use the tensorrt backend.
+timing caches on, under ``<cache root>/ort-trt/<GPU>-sm<CC>-trt<TensorRT>-ort<ORT>/`` (the
+cache root and its ``off`` switch: ``modelcache.cache_root``; the key of our own timing cache plus
+the onnxruntime version): timings in ``timing/``, engines in ``<model sha256>/``, so a second
+process, or a second run, loads the cached engine instead. With caching off the EP builds its
+engine every time. For a TensorRT engine proper, export one (``bonedeploy export``) and use the
+tensorrt backend.
 """
-
 from __future__ import annotations
 
 import os
@@ -25,14 +24,14 @@ from typing import Any
 import numpy as np
 
 from bonedeploy.artefacts.card import ModelCard
-from bonedeploy.backends.base import Backend, register_backend
+from bonedeploy.backends.base import FileBackend, register_backend
+from bonedeploy.backends.options import Option
 from bonedeploy.errors import ArtefactError, BackendUnavailableError, ConfigError
 
 TENSORRT_EP, CUDA_EP, CPU_EP = "TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"
 PREFERENCE = (CUDA_EP, CPU_EP)  # the automatic choice; TENSORRT_EP only when asked for
 GPU_PROVIDERS = (TENSORRT_EP, CUDA_EP)
 DEVICES = ("auto", "cpu", "cuda")
-OPTIONS = ("provider", "device", "threads", "spinning", "batch_size")
 _NP_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
 
 
@@ -98,14 +97,13 @@ def provider_options(chain: list[str], trt_cache_dir: Path | None) -> list[dict[
 
 
 def ort_trt_cache_dir(model_sha256: str, gpu_name: str, compute_capability: str, tensorrt_version: str,
-                      ort_version: str, base: Path | None = None) -> Path:
+                      ort_version: str, base: Path) -> Path:
     """``<base>/<GPU>-sm<CC>-trt<ver>-ort<ver>/<sha256>``: engines are tied to the GPU, the TensorRT
     release and the model; ORT's cache format to its own version. Keyed like our timing cache."""
     from bonedeploy.artefacts.naming import timing_cache_name  # one naming rule for both caches
 
     machine = timing_cache_name(gpu_name, compute_capability, tensorrt_version).removesuffix(".cache")
-    root = base or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "bonedeploy" / "ort-trt"
-    return root / f"{machine}-ort{ort_version}" / model_sha256
+    return base / f"{machine}-ort{ort_version}" / model_sha256
 
 
 def _tensorrt_version() -> str:
@@ -121,23 +119,29 @@ def _tensorrt_version() -> str:
 
 
 @register_backend
-class OnnxRuntimeBackend(Backend):
+class OnnxRuntimeBackend(FileBackend):
     name = "onnxruntime"
     suffixes = (".onnx",)
+    OPTIONS = (
+        Option("provider", "an execution provider name or alias (cpu, cuda, tensorrt); default: the best "
+               "of CUDA EP > CPU that this onnxruntime offers"),
+        Option("device", "restricts the automatic provider choice", "auto", choices=DEVICES),
+        Option("threads", "intra-op threads; default: the physical cores this process may use",
+               type=int, minimum=1),
+        Option("spinning", "false: idle intra-op threads sleep instead of spinning; default: "
+               "onnxruntime's (spin)", type=bool),
+    )
 
     def __init__(self, path, **options: Any):
         super().__init__(path, **options)
-        unknown = sorted(k for k, v in options.items() if k not in OPTIONS and v is not None)
-        if unknown:
-            raise ConfigError(f"onnxruntime backend: unknown options {unknown}; valid options: {', '.join(OPTIONS)}")
-        self.provider = options.get("provider")
-        self.device = options.get("device") or "auto"
-        self.threads = int(options.get("threads") or physical_cores())
-        self.spinning = options.get("spinning")  # None: onnxruntime's default (spin)
+        self.provider = self.options["provider"]
+        self.device = self.options["device"]
+        self.threads = self.options["threads"] or physical_cores()
+        self.spinning = self.options["spinning"]  # None: onnxruntime's default (spin)
         self.fallback: str | None = None
         self.trt_cache: Path | None = None
 
-    def _load(self) -> None:
+    def _open(self) -> None:
         try:
             import onnxruntime as ort
         except ImportError as e:
@@ -160,17 +164,22 @@ class OnnxRuntimeBackend(Backend):
             raise ArtefactError(f"{self.path}: input {inp.name!r} has type {inp.type}; expected a float tensor")
         self._input_dims = list(inp.shape)
         self._fixed_batch = inp.shape[0] if isinstance(inp.shape[0], int) and inp.shape[0] > 0 else None
+        self.output_names = [o.name for o in self._session.get_outputs()]
 
-    def _trt_cache_dir(self, ort) -> Path:
+    def _trt_cache_dir(self, ort) -> Path | None:
+        """The TensorRT EP's engine cache for this model and machine; None when caching is off."""
         from bonedeploy.backends.device_facts import cuda_facts
-        from bonedeploy.util.fs import sha256_file
+        from bonedeploy.backends.modelcache import artefact_sha256, cache_dir
 
+        base = cache_dir("ort-trt")
+        if base is None:
+            return None
         try:
             gpu = cuda_facts()
         except BackendUnavailableError:  # the EP will then fail to start, with its own reason
             gpu = {"gpu_name": "unknown-gpu", "compute_capability": "0.0"}
-        path = ort_trt_cache_dir(sha256_file(self.path), gpu["gpu_name"], gpu["compute_capability"],
-                                 _tensorrt_version(), ort.__version__)
+        path = ort_trt_cache_dir(artefact_sha256(self.path), gpu["gpu_name"], gpu["compute_capability"],
+                                 _tensorrt_version(), ort.__version__, base)
         for folder in (path, path.parent / "timing"):
             folder.mkdir(parents=True, exist_ok=True)
         return path
@@ -199,21 +208,27 @@ class OnnxRuntimeBackend(Backend):
         return d[-1] if d and isinstance(d[-1], int) else None
 
     def _infer(self, batch: np.ndarray) -> np.ndarray:
+        return np.asarray(self._run(batch)[0], dtype=np.float32)
+
+    def infer_outputs(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        """Every output of the graph by name (an explain graph's ``logits`` and ``cam``)."""
+        if not self.loaded:
+            raise RuntimeError("call load() first")
+        return dict(zip(self.output_names, self._run(self._checked(batch))))
+
+    def _run(self, batch: np.ndarray) -> list[np.ndarray]:
         x = batch.astype(self._input_dtype, copy=False)
         if self._fixed_batch is None or len(x) == 0:
-            return self._run(x)
+            return self._session.run(None, {self._input_name: x})
         # A graph exported with a fixed batch: run full chunks, zero-pad the last one.
-        b, out = self._fixed_batch, []
+        b, parts = self._fixed_batch, []
         for s in range(0, len(x), b):
             chunk = x[s:s + b]
             n = len(chunk)
             if n < b:
                 chunk = np.concatenate([chunk, np.zeros((b - n, *chunk.shape[1:]), chunk.dtype)])
-            out.append(self._run(chunk)[:n])
-        return np.concatenate(out)
-
-    def _run(self, x: np.ndarray) -> np.ndarray:
-        return np.asarray(self._session.run(None, {self._input_name: x})[0], dtype=np.float32)
+            parts.append([out[:n] for out in self._session.run(None, {self._input_name: chunk})])
+        return [np.concatenate(outs) for outs in zip(*parts)]
 
     def describe(self) -> dict[str, Any]:
         d = super().describe()

@@ -5,28 +5,24 @@ card is read from the ONNX ``metadata_props``, which OpenVINO keeps as the model
 ``framework`` rt_info (and ``save_model`` carries into the IR), through ``ModelCard.from_props``
 like the onnxruntime backend.
 
-Options (all overridable, e.g. ``bonedeploy infer --backend-option threads=2``):
+Its options are declared on the class (``OPTIONS``; e.g. ``bonedeploy infer --backend-option
+threads=2``). Why the defaults:
 
-- ``device``: cpu (default), gpu, npu or auto (OpenVINO's AUTO plugin); cuda is refused.
-- ``hint``: the PERFORMANCE_HINT, latency (default: one request at a time, as ``infer`` and
-  ``bench`` issue them), throughput or cumulative_throughput.
-- ``threads``: INFERENCE_NUM_THREADS (default: the physical cores this process may use).
-- ``streams``: NUM_STREAMS (default: what the hint chooses; 1 for latency).
-- ``inference_precision``: f32 (default), bf16 or f16. OpenVINO's own default on CPUs with
-  AVX512_BF16/AMX is bf16, which changes an fp32 artefact's numbers beyond its parity gate; f32
-  runs what was exported and gated. int8 layers run in int8 either way.
-- ``shapes``: dynamic (default: one model compiled with a dynamic batch) or static (one compiled
-  model per batch size seen, reused). Measured on the 2-core EPYC, int8 AlexNet, separate processes
-  (README, Edge CPUs): static was 2-4% faster per batch (within that machine's noise), dynamic reached
-  its first result 0.5-0.6 s sooner (a warm start compiles straight from the cached blob by path;
-  static parses and reshapes the model, and compiles again for every new batch size, e.g. a
-  folder's last partial batch). Edge boxes restart often: dynamic is the default.
-- ``cache``: True (default) keeps OpenVINO's compiled blob (CACHE_DIR) in a directory keyed by the
+- ``hint=latency``: ``infer`` and ``bench`` issue one request at a time; the throughput hint and
+  more streams split the cores between requests that never come (``benchmarks/openvino_settings.py``).
+- ``inference_precision=f32``: OpenVINO's own default on CPUs with AVX512_BF16/AMX is bf16, which
+  changes an fp32 artefact's numbers beyond its parity gate; f32 runs what was exported and gated.
+  int8 layers run in int8 either way.
+- ``shapes=dynamic``: one model compiled with a dynamic batch. ``static`` compiles one model per
+  batch size seen; it is no faster per batch within the noise of a 2-core machine
+  (``benchmarks/openvino_settings.py``), and at every start it parses and reshapes the model and
+  compiles again for each new batch size (e.g. a folder's last partial batch), where a dynamic
+  warm start compiles straight from the cached blob by path. Edge boxes restart often.
+- ``cache=true`` keeps OpenVINO's compiled blob (CACHE_DIR) in a directory keyed by the
   artefact's sha256 (``bonedeploy.backends.modelcache``); a warm start then skips parsing and
   compiling. The blobs' size and CRC-32 are recorded: a changed or truncated blob is detected,
   wiped and rebuilt, never loaded.
 """
-
 from __future__ import annotations
 
 from collections import OrderedDict
@@ -36,78 +32,55 @@ from typing import Any
 import numpy as np
 
 from bonedeploy.artefacts.card import ModelCard
-from bonedeploy.backends.base import Backend, register_backend
-from bonedeploy.errors import ArtefactError, BackendUnavailableError, ConfigError
+from bonedeploy.backends.base import FileBackend, register_backend
+from bonedeploy.backends.options import Option
+from bonedeploy.errors import ArtefactError, BackendUnavailableError
 
-OPTIONS = ("device", "hint", "threads", "streams", "inference_precision", "shapes", "cache",
-           "batch_size")
 DEVICES = {"cpu": "CPU", "gpu": "GPU", "npu": "NPU", "auto": "AUTO"}
 HINTS = {"latency": "LATENCY", "throughput": "THROUGHPUT", "cumulative_throughput": "CUMULATIVE_THROUGHPUT"}
-PRECISIONS = {"f32": "f32", "fp32": "f32", "bf16": "bf16", "f16": "f16", "fp16": "f16"}
-SHAPES = ("dynamic", "static")
-DEFAULT_SHAPES = "dynamic"
 MAX_STATIC = 4  # compiled models kept for ``shapes=static`` (a bench walks 1, 8, 32)
 RUNTIME = "openvino"
 
 
-def _choice(name: str, value: Any, valid: dict[str, str] | tuple[str, ...], default: str) -> str:
-    if value is None:
-        return valid[default] if isinstance(valid, dict) else default
-    key = str(value).strip().lower()
-    if key not in valid:
-        raise ConfigError(f"openvino backend: {name} {value!r}; valid: {', '.join(valid)}")
-    return valid[key] if isinstance(valid, dict) else key
-
-
-def _positive(name: str, value: Any) -> int | None:
-    if value is None:
-        return None
-    try:
-        n = int(value)
-    except (TypeError, ValueError):
-        n = 0
-    if n < 1:
-        raise ConfigError(f"openvino backend: {name} must be a positive integer, got {value!r}")
-    return n
-
-
-def _flag(value: Any) -> bool:
-    if isinstance(value, str):
-        return value.strip().lower() not in ("0", "false", "no", "off")
-    return value is None or bool(value)
-
-
 @register_backend
-class OpenVinoBackend(Backend):
+class OpenVinoBackend(FileBackend):
     name = "openvino"
     suffixes = (".xml",)  # .onnx goes to onnxruntime by default; --backend openvino takes it too
+    OPTIONS = (
+        Option("device", "the OpenVINO device (auto: OpenVINO's AUTO plugin)", "cpu", choices=tuple(DEVICES),
+               note="OpenVINO's devices; a CUDA GPU runs with --backend tensorrt or onnxruntime"),
+        Option("hint", "the PERFORMANCE_HINT", "latency", choices=tuple(HINTS)),
+        Option("threads", "INFERENCE_NUM_THREADS; default on the CPU: the physical cores this process may use",
+               type=int, minimum=1),
+        Option("streams", "NUM_STREAMS; default: what the hint chooses (1 for latency)", type=int, minimum=1),
+        Option("inference_precision", "INFERENCE_PRECISION_HINT on the CPU", "f32", choices=("f32", "bf16", "f16"),
+               aliases={"fp32": "f32", "fp16": "f16"}),
+        Option("shapes", "dynamic: one model with a dynamic batch; static: one per batch size seen",
+               "dynamic", choices=("dynamic", "static")),
+        Option("cache", "keep the compiled blob, keyed by the artefact's sha256", True, type=bool),
+        # Pinned threads cannot move off a core that another process is using: `serve` turns it off
+        # (its model instances and Triton share the cores; benchmarks/serve.py).
+        Option("pinning", "ENABLE_CPU_PINNING on the CPU; default: OpenVINO's (pinned)", type=bool),
+    )
 
     def __init__(self, path, **options: Any):
         super().__init__(path, **options)
-        unknown = sorted(k for k, v in options.items() if k not in OPTIONS and v is not None)
-        if unknown:
-            raise ConfigError(f"openvino backend: unknown options {unknown}; valid options: {', '.join(OPTIONS)}")
-        device = options.get("device")
-        if device is not None and str(device).lower() == "cuda":
-            raise ConfigError("openvino backend: device 'cuda' is not an OpenVINO device; valid: "
-                              + ", ".join(DEVICES) + " (use --backend tensorrt or onnxruntime for CUDA)")
-        self.device = _choice("device", device, DEVICES, "cpu")
-        self.hint = _choice("hint", options.get("hint"), HINTS, "latency")
-        self.inference_precision = _choice("inference_precision", options.get("inference_precision"),
-                                           PRECISIONS, "f32")
-        self.shapes = _choice("shapes", options.get("shapes"), SHAPES, DEFAULT_SHAPES)
-        self.threads = _positive("threads", options.get("threads"))
+        self.device = DEVICES[self.options["device"]]
+        self.hint = HINTS[self.options["hint"]]
+        self.inference_precision = self.options["inference_precision"]
+        self.shapes = self.options["shapes"]
+        self.threads = self.options["threads"]
         if self.threads is None and self.device == "CPU":
             from bonedeploy.backends.onnxrt import physical_cores  # hyper-threads slow convolutions
 
             self.threads = physical_cores()
-        self.streams = _positive("streams", options.get("streams"))
-        self.use_cache = _flag(options.get("cache"))
+        self.streams = self.options["streams"]
+        self.use_cache = self.options["cache"]
         self.cache_note: str | None = None
         self._compiled: OrderedDict[int | None, Any] = OrderedDict()
 
     # --- lifecycle ---------------------------------------------------------------------------
-    def _load(self) -> None:
+    def _open(self) -> None:
         try:
             import openvino as ov
         except ImportError as e:
@@ -160,6 +133,8 @@ class OpenVinoBackend(Backend):
         cfg: dict[str, Any] = {"PERFORMANCE_HINT": self.hint}
         if self.device == "CPU":
             cfg["INFERENCE_PRECISION_HINT"] = self.inference_precision
+            if self.options["pinning"] is not None:
+                cfg["ENABLE_CPU_PINNING"] = self.options["pinning"]
         if self.threads is not None:
             cfg["INFERENCE_NUM_THREADS"] = self.threads
         if self.streams is not None:
@@ -305,8 +280,8 @@ def _blob_sizes(d: Path) -> dict[str, int]:
 
 def _blob_digests(d: Path) -> dict[str, dict[str, Any]]:
     """Size and CRC-32 of every file OpenVINO left in the cache directory. CRC-32 catches what
-    happens to a cache on an edge box (a truncated write, a flipped bit) at about 1.5x sha256's
-    speed; the blob is read on every start, so that is time off the cold start."""
+    happens to a cache on an edge box (a truncated write, a flipped bit), and costs less than
+    sha256; the blob is read on every start, so that is time off the cold start."""
     return {p.name: {"size": p.stat().st_size, "crc32": _crc32(p)} for p in _blobs(d)}
 
 

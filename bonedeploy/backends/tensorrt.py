@@ -1,4 +1,5 @@
-"""TensorRT backend for ``.trt``/``.engine``/``.plan`` files (TensorRT 10 tensor API), without torch.
+"""TensorRT backend for engine files (``artefacts.naming.ENGINE_SUFFIXES``; TensorRT 10 tensor API),
+without torch.
 
 Order matters: the JSON sidecar is read and checked against this machine (TensorRT/CUDA versions,
 GPU) *before* deserialising, because a mismatched engine either fails with a bare ``None`` or, worse,
@@ -7,9 +8,9 @@ buffers sized for the profile's largest batch, bound once with ``set_tensor_addr
 ``set_input_shape`` (within the optimisation profile: larger batches are split, a batch below the
 profile's minimum is zero-padded), async H2D copy, ``execute_async_v3``, async D2H copy, one sync.
 
-``profile=N`` selects the engine's optimisation profile N on the context (``bonedeploy export``
-builds one, profile 0; engines built elsewhere may have more): its batch range is used for
-splitting and padding. ``tensorrt`` is imported in ``load()`` only, typed against tensorrt-stubs.
+``profile`` selects an optimisation profile on the context (``bonedeploy export`` builds one,
+profile 0; engines built elsewhere may have more): its batch range is used for splitting and
+padding. ``tensorrt`` is imported in ``load()`` only, typed against tensorrt-stubs.
 """
 
 from __future__ import annotations
@@ -19,14 +20,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from bonedeploy.backends.base import Backend, register_backend
-from bonedeploy.backends.cudamem import CudaBinding, CudaError, open_cuda
+from bonedeploy.artefacts.naming import ENGINE_SUFFIXES
+from bonedeploy.backends.base import FileBackend, register_backend
+from bonedeploy.backends.cudamem import IMPLEMENTATIONS, CudaBinding, CudaError, open_cuda
+from bonedeploy.backends.options import Option
 from bonedeploy.errors import ArtefactError, ConfigError
 
 if TYPE_CHECKING:
     import tensorrt as trt
 
-OPTIONS = ("device", "batch_size", "cuda_binding", "profile")
 REBUILD = "rebuild it on this machine with `bonedeploy export model.onnx`"
 NEEDS = ("the tensorrt backend needs TensorRT and a CUDA GPU; on a machine without them run the "
          ".onnx file with the onnxruntime backend")
@@ -41,18 +43,19 @@ def plan_chunks(n: int, min_batch: int, max_batch: int) -> list[tuple[int, int, 
 
 
 @register_backend
-class TensorRTBackend(Backend):
+class TensorRTBackend(FileBackend):
     name = "tensorrt"
-    suffixes = (".trt", ".engine", ".plan")
+    suffixes = ENGINE_SUFFIXES
+    OPTIONS = (
+        Option("device", "where it runs", "auto", choices=("auto", "cuda"), note="TensorRT runs on CUDA only"),
+        Option("profile", "the engine's optimisation profile index", 0, type=int, minimum=0),
+        Option("cuda_binding", "the CUDA binding (auto: cuda-python, else pycuda)", "auto",
+               choices=IMPLEMENTATIONS),
+    )
 
     def __init__(self, path: str | Path, **options: Any):
         super().__init__(path, **options)
-        unknown = sorted(k for k, v in options.items() if k not in OPTIONS and v is not None)
-        if unknown:
-            raise ConfigError(f"tensorrt backend: unknown options {unknown}; valid options: {', '.join(OPTIONS)}")
-        if options.get("device") not in (None, "auto", "cuda"):
-            raise ConfigError(f"tensorrt backend runs on CUDA only: device {options['device']!r}; valid: auto, cuda")
-        self.profile = _profile_index(options.get("profile"))
+        self.profile: int = self.options["profile"]
         self.notes: list[str] = []
         self._mem: CudaBinding | None = None
         self._runtime: trt.Runtime | None = None
@@ -63,7 +66,7 @@ class TensorRTBackend(Backend):
         self._h_in: np.ndarray | None = None
         self._h_out: np.ndarray | None = None
 
-    def _load(self) -> None:
+    def _open(self) -> None:
         from bonedeploy.artefacts import sidecar as sc
         from bonedeploy.backends.device_facts import require_tensorrt, runtime_facts
 
@@ -71,7 +74,7 @@ class TensorRTBackend(Backend):
         self._card = sc.card_from_sidecar(side, str(sc.sidecar_path(self.path)))
         require_tensorrt(NEEDS)
         self.notes = sc.check_compatible(side, runtime_facts(), self.path)  # advisory differences
-        self._mem = open_cuda(self.options.get("cuda_binding"))
+        self._mem = open_cuda(self.options["cuda_binding"])
         try:
             self._open_engine(self._mem)
         except BaseException:
@@ -194,17 +197,6 @@ class TensorRTBackend(Backend):
         self._context = self._engine = self._runtime = None
         self._d_in = self._d_out = 0
         self._h_in = self._h_out = self._stream = None
-
-
-def _profile_index(value: Any) -> int:
-    try:
-        index = int(value or 0)
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"tensorrt backend: profile {value!r} is not an optimisation profile index "
-                          "(0, 1, ...)") from e
-    if index < 0:
-        raise ConfigError(f"tensorrt backend: profile {index}: indices start at 0")
-    return index
 
 
 def _dims(dims: trt.Dims) -> tuple[int, ...]:

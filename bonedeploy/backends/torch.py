@@ -1,9 +1,8 @@
 """PyTorch backend for ``.pt`` checkpoints: CPU or CUDA, fp32 or fp16, optional CUDA-graph replay.
 
-Options: ``device`` cpu|cuda|auto (default auto), ``precision`` fp32|fp16 (fp16 needs CUDA: on the
-CPU it is refused rather than silently run in fp32, because a user asking for fp16 is measuring
-or validating fp16), ``cuda_graph`` (CUDA only) with ``batch_size``: the graph is captured once
-for that batch size; smaller batches are padded to it, larger ones split.
+Options are declared on the class (``OPTIONS``). fp16 needs CUDA: on the CPU it is refused rather
+than silently run in fp32, because a user asking for fp16 is measuring or validating fp16. The
+CUDA graph is captured once for ``batch_size``; smaller batches are padded to it, larger ones split.
 """
 
 from __future__ import annotations
@@ -12,35 +11,34 @@ from typing import Any
 
 import numpy as np
 
-from bonedeploy.backends.base import Backend, register_backend
+from bonedeploy.backends.base import FileBackend, register_backend
+from bonedeploy.backends.options import Option
 from bonedeploy.errors import BackendUnavailableError, ConfigError
 
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "fp16")
 VALID_COMBOS = "device=cpu with precision=fp32; device=cuda with precision=fp32|fp16 (optionally cuda_graph)"
-OPTIONS = ("device", "precision", "cuda_graph", "batch_size", "warmup")
 
 
 @register_backend
-class TorchBackend(Backend):
+class TorchBackend(FileBackend):
     name = "torch"
     suffixes = (".pt", ".pth")
+    OPTIONS = (
+        Option("device", "where it runs (auto: CUDA when torch sees a GPU)", "auto", choices=DEVICES),
+        Option("precision", "fp16 needs CUDA", "fp32", choices=PRECISIONS),
+        Option("cuda_graph", "replay one captured CUDA graph (CUDA only; needs batch_size)", False, type=bool),
+        Option("warmup", "forward passes before the graph capture", 3, type=int, minimum=0),
+    )
 
     def __init__(self, path, **options: Any):
         super().__init__(path, **options)
-        unknown = sorted(k for k, v in options.items() if k not in OPTIONS and v is not None)
-        if unknown:
-            raise ConfigError(f"torch backend: unknown options {unknown}; valid options: {', '.join(OPTIONS)}")
-        self.device_opt = options.get("device") or "auto"
-        self.precision = options.get("precision") or "fp32"
-        self.cuda_graph = bool(options.get("cuda_graph"))
-        self.graph_batch = options.get("batch_size")
-        self.warmup = int(options.get("warmup") or 3)
-        if self.device_opt not in DEVICES:
-            raise ConfigError(f"torch backend: device {self.device_opt!r}; valid: {', '.join(DEVICES)}")
-        if self.precision not in PRECISIONS:
-            raise ConfigError(f"torch backend: precision {self.precision!r}; valid: {', '.join(PRECISIONS)}")
-        if self.cuda_graph and not (isinstance(self.graph_batch, int) and self.graph_batch > 0):
+        self.device_opt = self.options["device"]
+        self.precision = self.options["precision"]
+        self.cuda_graph = self.options["cuda_graph"]
+        self.graph_batch = self.options["batch_size"]
+        self.warmup = self.options["warmup"]
+        if self.cuda_graph and self.graph_batch is None:
             raise ConfigError("torch backend: cuda_graph needs a fixed positive batch_size")
         self._graph = None
         self._preloaded: tuple[Any, Any] | None = None
@@ -55,6 +53,19 @@ class TorchBackend(Backend):
         return backend
 
     def _load(self) -> None:
+        if self._preloaded is None:
+            super()._load()  # checks the checkpoint file, then _open()
+        else:
+            self._open()  # the module is in memory: no file to read
+
+    @property
+    def model(self) -> Any:
+        """The loaded module (e.g. for Grad-CAM's hooks)."""
+        if not self.loaded:
+            raise RuntimeError("call load() first")
+        return self._model
+
+    def _open(self) -> None:
         try:
             import torch
         except ImportError as e:

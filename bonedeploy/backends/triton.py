@@ -18,11 +18,11 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from bonedeploy.backends.base import Backend, register_backend
+from bonedeploy.backends.options import Option
 from bonedeploy.errors import ArtefactError, BackendUnavailableError, ConfigError
 from bonedeploy.artefacts import triton as P
 
 SCHEMES = ("grpc", "http")
-OPTIONS = ("remote_decode", "timeout_s", "device")
 _URL = re.compile(r"^(?P<scheme>[a-z]+):/{1,2}(?P<host>[^/]+)/(?P<model>[^/?#]+)/?$")
 
 
@@ -34,17 +34,6 @@ def parse_url(url: str | Path) -> tuple[str, str, str]:
                           f"(schemes: {', '.join(SCHEMES)})")
     host = m["host"] if ":" in m["host"] else f"{m['host']}:{8001 if m['scheme'] == 'grpc' else 8000}"
     return m["scheme"], host, m["model"]
-
-
-class RemoteRef(str):
-    """The URL where other backends have a file path (messages use ``str`` and ``.name``)."""
-
-    @property
-    def name(self) -> str:
-        return str(self).rsplit("/", 1)[-1]
-
-    def is_file(self) -> bool:
-        return False
 
 
 @dataclass
@@ -67,26 +56,20 @@ class TritonBackend(Backend):
     suffixes = ()
     schemes = SCHEMES
 
-    def __init__(self, path, **options: Any):
-        super().__init__(path, **options)
-        unknown = sorted(k for k, v in options.items() if k not in OPTIONS and v is not None)
-        if unknown:
-            raise ConfigError(f"triton backend: unknown options {unknown}; valid options: {', '.join(OPTIONS)}")
-        if options.get("device") not in (None, "auto"):
-            raise ConfigError("--device does not apply to a Triton server: the server chose its device "
-                              "when it started (bonedeploy serve --device)")
-        self.scheme, self.host, self.model = parse_url(path)
-        self.url = f"{self.scheme}://{self.host}/{self.model}"
-        self.path = RemoteRef(self.url)
-        self.remote_decode = bool(options.get("remote_decode"))
-        self.timeout_s = float(options.get("timeout_s") or 60.0)
-        self.artefact_sha256: str | None = None
+    OPTIONS = (
+        Option("remote_decode", "send the files' bytes to NAME_file; the server decodes them", False, type=bool),
+        Option("timeout_s", "seconds a request may take", 60.0, type=float, minimum=0.001),
+        Option("device", "auto only: the server's device is bonedeploy serve's choice", "auto", choices=("auto",),
+               note="the server chose its device when it started (bonedeploy serve --device)"),
+    )
 
-    def load(self) -> "TritonBackend":
-        if not self.loaded:
-            self._load()
-            self.loaded = True
-        return self
+    def __init__(self, url, **options: Any):
+        super().__init__(str(url), **options)
+        self.scheme, self.host, self.model = parse_url(url)
+        self.url = self.source = f"{self.scheme}://{self.host}/{self.model}"
+        self.remote_decode = self.options["remote_decode"]
+        self.timeout_s = self.options["timeout_s"]
+        self.artefact_sha256: str | None = None
 
     def _load(self) -> None:
         try:

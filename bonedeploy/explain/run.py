@@ -10,33 +10,46 @@ card's temperature and operating point. An unreadable image is reported and the 
 from __future__ import annotations
 
 import abc
-
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
 import numpy as np
 
 from bonedeploy.errors import ArtefactError, BonedeployError, ConfigError, DataError
+from bonedeploy.util.defaults import none_means_default
+
+if TYPE_CHECKING:
+    from bonedeploy.artefacts.card import ModelCard
+    from bonedeploy.backends.base import Backend
 
 
 class Explainer(abc.ABC):
-    """Logits and Grad-CAM maps for a batch; ``load()`` acquires, ``close()`` releases."""
+    """Logits and Grad-CAM maps for a batch, from the Backend it wraps: ``load()`` opens the
+    backend (the artefact and its card), ``close()`` releases it."""
 
     suffixes: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, path: Path, layer: str | None = None):
-        self.path, self.layer, self.card = Path(path), layer, None
+        self.path, self.layer = Path(path), layer
+        self.backend = self._backend(self.path)
 
-    @abc.abstractmethod
-    def load(self) -> "Explainer": ...
+    @property
+    def card(self) -> ModelCard:
+        return self.backend.card
 
-    @abc.abstractmethod
-    def logits_and_cams(self, x: np.ndarray, choose) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(logits N x C, chosen class per image, cams N x H x W); ``choose(logits)`` -> classes."""
+    def load(self) -> "Explainer":
+        if not self.backend.loaded:
+            self.backend.load()
+            try:
+                self._check()
+            except BaseException:
+                self.backend.close()
+                raise
+        return self
 
     def close(self) -> None:
-        pass
+        self.backend.close()
 
     def __enter__(self) -> "Explainer":
         return self.load()
@@ -44,51 +57,56 @@ class Explainer(abc.ABC):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    @abc.abstractmethod
+    def _backend(self, path: Path) -> Backend: ...
+
+    @abc.abstractmethod
+    def _check(self) -> None:
+        """Once the backend is open: find the layer the maps are computed at."""
+
+    @abc.abstractmethod
+    def logits_and_cams(self, x: np.ndarray, choose) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(logits N x C, chosen class per image, cams N x H x W); ``choose(logits)`` -> classes."""
+
 
 class TorchExplainer(Explainer):
+    """A ``.pt`` through the torch backend (fp32 on the CPU), maps from pytorch-grad-cam."""
+
     suffixes = (".pt", ".pth")
 
-    def load(self) -> "TorchExplainer":
-        from bonedeploy.artefacts.checkpoint import card_from_checkpoint, load_checkpoint, model_from_checkpoint
+    def _backend(self, path: Path) -> Backend:
+        from bonedeploy.backends.torch import TorchBackend
+
+        return TorchBackend(path, device="cpu", precision="fp32")
+
+    def _check(self) -> None:
         from bonedeploy.explain.layers import default_layer, resolve_layer
         from bonedeploy.models import get_model_entry
 
-        ckpt = load_checkpoint(self.path)
-        self.card = card_from_checkpoint(ckpt, str(self.path))
-        self.model = model_from_checkpoint(ckpt, str(self.path))
-        self.layer = self.layer or default_layer(get_model_entry(self.card.model).family, self.model)
-        self.module = resolve_layer(self.model, self.layer)
-        return self
+        model = self.backend.model
+        self.layer = self.layer or default_layer(get_model_entry(self.card.model).family, model)
+        self.module = resolve_layer(model, self.layer)
 
     def logits_and_cams(self, x, choose):
-        from bonedeploy.eval.calibration import model_logits
         from bonedeploy.explain.gradcam import torch_cams
 
-        logits = model_logits(self.model, self.card, x, self.path)
+        logits = self.backend.infer(x)
         targets = choose(logits)
-        return logits, targets, torch_cams(self.model, x, self.module, targets)
+        return logits, targets, torch_cams(self.backend.model, x, self.module, targets)
 
 
 class OnnxExplainer(Explainer):
-    """``model.explain.onnx`` on onnxruntime: no torch."""
+    """``model.explain.onnx`` through the onnxruntime backend on the CPU: no torch."""
 
     suffixes = (".explain.onnx",)
 
-    def load(self) -> "OnnxExplainer":
-        import onnxruntime as ort
+    def _backend(self, path: Path) -> Backend:
+        from bonedeploy.backends.onnxrt import OnnxRuntimeBackend
 
-        from bonedeploy.artefacts.card import ModelCard
-        from bonedeploy.util.fs import require_file
+        return OnnxRuntimeBackend(path, provider="cpu")
 
-        require_file(self.path, ArtefactError)
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        try:
-            self.session = ort.InferenceSession(str(self.path), opts, providers=["CPUExecutionProvider"])
-        except Exception as e:  # onnxruntime raises its own Fail/InvalidGraph types
-            raise ArtefactError(f"{self.path}: onnxruntime cannot load it ({str(e).splitlines()[0][:200]})") from e
-        outs = [o.name for o in self.session.get_outputs()]
-        self.card = ModelCard.from_props(self.session.get_modelmeta().custom_metadata_map, str(self.path))
+    def _check(self) -> None:
+        outs = self.backend.output_names
         if outs != ["logits", "cam"]:
             raise ArtefactError(f"{self.path}: no 'cam' output (outputs {outs}); write one with "
                                 "`bonedeploy export best.pt --explain` or explain the .pt")
@@ -97,15 +115,12 @@ class OnnxExplainer(Explainer):
             raise ConfigError(f"--layer {self.layer}: {self.path.name} computes its map at layer "
                               f"{cam.get('layer')!r}, fixed at export (re-export with --layer, or use the .pt)")
         self.layer = cam.get("layer")
-        return self
 
     def logits_and_cams(self, x, choose):
-        logits, cams = self.session.run(None, {self.session.get_inputs()[0].name: np.ascontiguousarray(x, np.float32)})
+        out = self.backend.infer_outputs(x)
+        logits, cams = np.asarray(out["logits"], dtype=np.float32), out["cam"]
         targets = choose(logits)
         return logits, targets, np.asarray(cams[np.arange(len(x)), targets], dtype=np.float32)
-
-    def close(self) -> None:
-        self.session = None
 
 
 EXPLAINERS: tuple[type[Explainer], ...] = (OnnxExplainer, TorchExplainer)
@@ -123,6 +138,7 @@ def explainer_for(path: str | Path, layer: str | None = None) -> Explainer:
                       f"{', '.join(s for c in EXPLAINERS for s in c.suffixes)}")
 
 
+@none_means_default  # None (the CLI's 'not given') means the default below
 @dataclass(frozen=True)
 class ExplainConfig:
     engine: Path

@@ -72,11 +72,12 @@ class BatchProfile:
         return {"min": self.min, "opt": self.opt, "max": self.max}
 
 
-def default_cache_dir() -> Path:
-    import os
+def default_cache_dir() -> Path | None:
+    """Where timing caches live unless a directory is given; None when caching is switched off
+    (``BONEDEPLOY_CACHE_DIR=off``: one rule for every cache, ``modelcache.cache_root``)."""
+    from bonedeploy.backends.modelcache import cache_dir
 
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "bonedeploy" / "tensorrt-timing"
+    return cache_dir("tensorrt-timing")
 
 
 def tensorrt_available() -> tuple[bool, str]:
@@ -136,8 +137,9 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, card: ModelCard
         opt_profile.set_shape(inp.name, *(trt.Dims(list(s)) for s in profile.shapes(sample)))
         config.add_optimization_profile(opt_profile)
         cache_file = None
-        if use_timing_cache:
-            cache_file = Path(cache_dir or default_cache_dir()) / timing_cache_name(
+        folder = cache_dir or default_cache_dir()  # a directory given explicitly wins over "off"
+        if use_timing_cache and folder is not None:
+            cache_file = Path(folder) / timing_cache_name(
                 facts["gpu_name"], facts["compute_capability"], facts["tensorrt"])
             blob = cache_file.read_bytes() if cache_file.is_file() else b""
             if not config.set_timing_cache(config.create_timing_cache(blob), False):

@@ -140,7 +140,7 @@ def open_engine(config: InferConfig, sha256: str | None = None):
 
 
 def check_engine_fits(backend, threshold: float | None = None) -> None:
-    card, where = backend.card, backend.path
+    card, where = backend.card, backend.source
     shape = card.preprocess.input_shape
     if shape[0] != INPUT_CHANNELS:
         raise ArtefactError(f"{where}: wrong engine for radiographs: its model takes {shape[0]}-channel "

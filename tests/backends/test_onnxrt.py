@@ -44,6 +44,19 @@ def test_graph_with_a_fixed_batch_pads_and_splits(tmp_path):
     with OnnxRuntimeBackend(path) as b:
         x = batch(9)
         np.testing.assert_allclose(b.infer(x), tiny_logits(x), atol=1e-5)
+        outs = b.infer_outputs(x)  # every output by name, split and padded alike
+        assert list(outs) == b.output_names and len(outs[b.output_names[0]]) == 9
+        np.testing.assert_allclose(outs[b.output_names[0]], tiny_logits(x), atol=1e-5)
+
+
+def test_string_options_parse_to_their_types(tiny):
+    """``--backend-option threads=1 --backend-option spinning=false`` arrive as strings."""
+    b = OnnxRuntimeBackend(tiny, threads="1", spinning="false", device="CPU")
+    assert b.threads == 1 and b.spinning is False and b.device == "cpu"
+    with b:
+        assert b.describe()["spinning"] is False and b.describe()["threads"] == 1
+    with pytest.raises(ConfigError, match="onnxruntime backend: threads '0'; expected a positive integer"):
+        OnnxRuntimeBackend(tiny, threads="0")
 
 
 def test_fp16_graph_with_float32_io_runs(tmp_path, tiny):
@@ -98,7 +111,7 @@ def test_tensorrt_ep_only_when_asked_then_with_cuda_and_cpu_behind_it():
 
 def test_tensorrt_ep_options_turn_on_engine_and_timing_caches(tmp_path):
     cache = onnxrt.ort_trt_cache_dir("ab" * 32, "NVIDIA H100 80GB HBM3", "9.0", "10.13.0.35", "1.22.0",
-                                     base=tmp_path)
+                                     tmp_path)
     assert cache == tmp_path / "nvidia-h100-80gb-hbm3-sm90-trt10.13.0.35-ort1.22.0" / ("ab" * 32)
     chain = resolve_provider("tensorrt", ALL)
     assert onnxrt.provider_options(chain, cache) == [
@@ -117,8 +130,9 @@ def test_the_ort_engine_cache_is_keyed_by_gpu_versions_and_model(change, tmp_pat
     assert onnxrt.ort_trt_cache_dir(**{**key, **change}) != onnxrt.ort_trt_cache_dir(**key)
 
 
-def test_asking_for_tensorrt_passes_the_cache_options_to_onnxruntime(tiny, monkeypatch, tmp_path):
-    """Glue only (no TensorRT EP here): what reaches InferenceSession when provider=tensorrt."""
+@pytest.fixture
+def fake_tensorrt_ep(monkeypatch):
+    """Glue only (no TensorRT EP here): records what reaches InferenceSession, runs on the CPU."""
     import onnxruntime as ort
 
     seen, real = {}, ort.InferenceSession
@@ -127,19 +141,38 @@ def test_asking_for_tensorrt_passes_the_cache_options_to_onnxruntime(tiny, monke
         seen.update(providers=providers, provider_options=provider_options)
         return real(path, sess_options=sess_options, providers=["CPUExecutionProvider"])
 
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     monkeypatch.setattr(ort, "get_available_providers", lambda: ALL)
     monkeypatch.setattr(ort, "InferenceSession", session)
     monkeypatch.setattr("bonedeploy.backends.device_facts.cuda_facts",
                         lambda device=0: {"gpu_name": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0"})
+    return seen
+
+
+@pytest.mark.parametrize("env", ["XDG_CACHE_HOME", "BONEDEPLOY_CACHE_DIR"])
+def test_asking_for_tensorrt_passes_the_cache_options_to_onnxruntime(tiny, fake_tensorrt_ep, monkeypatch,
+                                                                      tmp_path, env):
+    monkeypatch.delenv("BONEDEPLOY_CACHE_DIR", raising=False)
+    monkeypatch.setenv(env, str(tmp_path))
+    root = tmp_path / "bonedeploy" if env == "XDG_CACHE_HOME" else tmp_path  # modelcache.cache_root's rule
     with OnnxRuntimeBackend(tiny, provider="tensorrt") as b:
         cache = b.describe()["tensorrt_cache"]
     from bonedeploy.util.fs import sha256_file
 
+    seen = fake_tensorrt_ep
     assert seen["providers"] == ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
     assert seen["provider_options"][0]["trt_engine_cache_path"] == cache
-    assert cache.startswith(str(tmp_path / "bonedeploy" / "ort-trt" / "nvidia-h100-80gb-hbm3-sm90-trt"))
+    assert cache.startswith(str(root / "ort-trt" / "nvidia-h100-80gb-hbm3-sm90-trt"))
     assert cache.endswith(sha256_file(tiny)) and seen["provider_options"][1:] == [{}, {}]
+
+
+def test_cache_off_gives_the_tensorrt_ep_no_engine_cache(tiny, fake_tensorrt_ep, monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("BONEDEPLOY_CACHE_DIR", "off")
+    with OnnxRuntimeBackend(tiny, provider="tensorrt") as b:
+        assert "tensorrt_cache" not in b.describe() and b.trt_cache is None
+    assert fake_tensorrt_ep["provider_options"] == [{}, {}, {}]
+    assert list(tmp_path.iterdir()) == []  # nothing written anywhere
 
 
 def test_provider_override_accepts_aliases_and_lists_what_is_available():

@@ -331,8 +331,8 @@ def test_profile_option_selects_that_profile_on_the_context(fakes, engine):
 
 @pytest.mark.parametrize("profile, match", [
     (2, r"profile 2 does not exist in model\.trt; valid profiles: 0\.\.1"),
-    (-1, "indices start at 0"),
-    ("first", "not an optimisation profile index"),
+    (-1, r"tensorrt backend: profile -1; expected an integer >= 0"),
+    ("first", r"tensorrt backend: profile 'first'; expected an integer >= 0"),
 ])
 def test_an_invalid_profile_lists_the_valid_range(fakes, engine, profile, match):
     with pytest.raises(ConfigError, match=match):

@@ -111,6 +111,27 @@ def test_target_class_and_layer_validation(artefacts, tmp_path):
         explain(ExplainConfig(onnx_path, (images,), tmp_path / "x", layer="2"))
 
 
+def test_explainers_wrap_the_backend_of_their_artefact(artefacts):
+    """The ONNX explainer opens its session and reads its card through the onnxruntime backend,
+    the .pt one through the torch backend; a refused layer leaves the backend closed."""
+    from bonedeploy.backends.onnxrt import OnnxRuntimeBackend
+    from bonedeploy.backends.torch import TorchBackend
+    from bonedeploy.explain.run import explainer_for
+
+    ckpt, onnx_path, _ = artefacts
+    for path, cls in ((onnx_path, OnnxRuntimeBackend), (ckpt, TorchBackend)):
+        e = explainer_for(path)
+        assert type(e.backend) is cls and not e.backend.loaded
+        with e:
+            assert e.backend.loaded and e.card is e.backend.card and e.layer == "5"
+            assert e.load() is e and e.backend.loaded  # idempotent
+        assert not e.backend.loaded
+    e = explainer_for(onnx_path, layer="2")
+    with pytest.raises(ConfigError, match="fixed at export"):
+        e.load()
+    assert not e.backend.loaded
+
+
 def test_plain_onnx_and_other_families_get_a_clear_error(artefacts, tmp_path):
     from onnxkit import tiny_onnx_classifier
 

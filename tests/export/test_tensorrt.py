@@ -302,6 +302,31 @@ def test_builder_uses_only_tensorrt11_api_and_writes_engine_sidecar_and_cache(tr
     assert dict((c[0], c[1]) for c in trt11)["create_timing_cache"] == (b"+timings",)
 
 
+@pytest.mark.parametrize("env", ["off", "dir"])
+def test_the_default_timing_cache_follows_the_cache_root_and_off(trt11, tiny_onnx, tmp_path, monkeypatch, env):
+    """No --timing-cache DIR: the cache goes under the one cache root, and nowhere with
+    BONEDEPLOY_CACHE_DIR=off (no timing cache is read or written then)."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setenv("BONEDEPLOY_CACHE_DIR", "off" if env == "off" else str(tmp_path / "root"))
+    onnx_path, card = tiny_onnx
+    res = bt.build_engine(onnx_path, tmp_path / "model.trt", card, bt.BatchProfile(1, 4, 16), log=lambda m: None)
+    names = [c[0] for c in trt11]
+    if env == "off":
+        assert res.timing_cache is None and "create_timing_cache" not in names
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["model.trt", "model.trt.json"]
+    else:
+        assert res.timing_cache == tmp_path / "root" / "tensorrt-timing" / "nvidia-h100-80gb-hbm3-sm90-trt11.0.0.cache"
+        assert res.timing_cache.read_bytes() == b"+timings"
+
+
+def test_an_explicit_timing_cache_dir_wins_over_off(trt11, tiny_onnx, tmp_path, monkeypatch):
+    monkeypatch.setenv("BONEDEPLOY_CACHE_DIR", "off")
+    res = bt.build_engine(tiny_onnx[0], tmp_path / "model.trt", tiny_onnx[1], bt.BatchProfile(),
+                          cache_dir=tmp_path / "mine", log=lambda m: None)
+    assert res.timing_cache is not None and res.timing_cache.parent == tmp_path / "mine"
+
+
 def test_every_parser_error_is_reported_in_full(monkeypatch, tiny_onnx, tmp_path):
     errors = [("Unsupported operator Foo", 3, "Foo"), ("Invalid weights\nshape (3,) vs (4,)", 7, "Bar")]
     monkeypatch.setitem(sys.modules, "tensorrt", fake_tensorrt11([], parse_errors=errors))

@@ -19,8 +19,8 @@ def test_grpc_and_http_urls_select_the_triton_backend_even_after_path():
     assert parse_url(Path("grpc://10.0.0.5:8001/elbow")) == ("grpc", "10.0.0.5:8001", "elbow")
     assert parse_url("http://server/elbow") == ("http", "server:8000", "elbow")
     assert not is_remote("runs/model.onnx") and not is_remote("/abs/model.trt")
-    b = TritonBackend("grpc://h:1/m")
-    assert str(b.path) == "grpc://h:1/m" and b.path.name == "m"
+    b = TritonBackend(Path("grpc://h:1/m"))  # the URL is its source, no fake file path
+    assert b.source == b.label == "grpc://h:1/m" and b.model == "m" and not hasattr(b, "path")
 
 
 def test_bad_urls_and_misplaced_options_list_the_valid_choices():
