@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from bonedeploy.errors import ConfigError
-from bonedeploy.artefacts.naming import BASE_NAME, ENGINE_SUFFIX, PRECISIONS, onnx_filename
+from bonedeploy.artefacts.naming import BASE_NAME, ENGINE_SUFFIX, ENGINE_SUFFIXES, PRECISIONS, onnx_filename
 
 STATUS_OK = "ok"
 STATUS_MISSING = "missing"          # the file is not there
@@ -27,7 +27,6 @@ TORCH_COMPILE = "torch-compile"  # a bench-only mode, not a registered backend (
 BENCH_ONLY_BACKENDS = (TORCH_COMPILE,)
 CHECKPOINT = "best.pt"
 ONNX_FILES = {p: onnx_filename(p) for p in PRECISIONS}  # model.onnx, model.fp16.onnx, ...
-ENGINE_SUFFIXES = (".trt", ".engine", ".plan")
 ENGINE_FILE = BASE_NAME + ENGINE_SUFFIX
 EXPORT_HINT = "make it with `bonedeploy export {ckpt} --precision fp32,fp16,int8`"
 

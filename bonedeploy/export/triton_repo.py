@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from bonedeploy.artefacts.card import ModelCard
+from bonedeploy.artefacts.naming import ENGINE_SUFFIXES
 from bonedeploy.artefacts.triton import (
     DEFAULT_NAME,
     DEFAULT_QUEUE_DELAY_US,
@@ -121,7 +122,5 @@ def _read_plan(path: Path) -> _Artefact:
 # suffix -> (platform, file name in the version folder, reader, instance kind)
 REPO_FORMATS: dict[str, tuple[str, str, Any, str]] = {
     ".onnx": ("onnxruntime_onnx", "model.onnx", _read_onnx, "KIND_AUTO"),
-    ".trt": ("tensorrt_plan", "model.plan", _read_plan, "KIND_GPU"),
-    ".engine": ("tensorrt_plan", "model.plan", _read_plan, "KIND_GPU"),
-    ".plan": ("tensorrt_plan", "model.plan", _read_plan, "KIND_GPU"),
+    **{s: ("tensorrt_plan", "model.plan", _read_plan, "KIND_GPU") for s in ENGINE_SUFFIXES},
 }
