@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from bonedeploy.errors import ConfigError, GateFailedError
+from bonedeploy.ui.markdown import pipe_table
 from bonedeploy.util.fs import write_json, write_text
 from bonedeploy.models.alexnet import SELECTED
 
@@ -266,14 +267,12 @@ def summary_markdown(s: dict[str, Any]) -> str:
         f"sensitivity {_pct(t['sensitivity'])}, specificity {_pct(t['specificity'])}, "
         f"ROC AUC {t['roc_auc'] if t['roc_auc'] is None else round(t['roc_auc'], 3)}.", "",
         *_cold_start_lines(t), "## Parity of each artefact with the PyTorch fp32 reference", "",
-        "| file | precision | MB | max abs Δprob | top-1 agreement | Δ accuracy | gate |",
-        "|---|---|---:|---:|---:|---:|---|",
+        pipe_table(["file", "precision", "MB", "max abs Δprob", "top-1 agreement", "Δ accuracy", "gate"],
+                   [[Path(e["file"]).name, e["precision"], e["mb"], f"{e['max_abs_dprob']:.1e}",
+                     _pct(e["top1_agreement"]),
+                     "–" if e["accuracy_delta"] is None else f"{e['accuracy_delta'] * 100:+.1f} pt",
+                     "pass" if e["passed"] else "FAIL"] for e in s["export"]], "llrrrrl"),
     ]
-    for e in s["export"]:
-        d = e["accuracy_delta"]
-        lines.append(f"| {Path(e['file']).name} | {e['precision']} | {e['mb']} | "
-                     f"{e['max_abs_dprob']:.1e} | {_pct(e['top1_agreement'])} | "
-                     f"{'–' if d is None else f'{d * 100:+.1f} pt'} | {'pass' if e['passed'] else 'FAIL'} |")
     eng = s["engine"]
     if eng.get("built"):
         lines += ["", f"TensorRT engine: built, `{eng.get('path')}`."]
@@ -281,14 +280,11 @@ def summary_markdown(s: dict[str, Any]) -> str:
         lines += ["", f"TensorRT engine: not built: {eng.get('reason') or eng.get('error')}."]
         if eng.get("command"):
             lines += ["", f"Build it on the target with `{eng['command']}`."]
-    lines += ["", "## Speed (compute only, this machine)", "",
-              "| artefact | batch | p50 ms | images/s | status |", "|---|---:|---:|---:|---|"]
-    for r in s["bench"]["rows"]:
-        if "batch" in r:
-            lines.append(f"| {r['artefact']} | {r['batch']} | {r['p50_ms']:.2f} | "
-                         f"{r['images_per_s']:.1f} | {r['status']} |")
-        else:
-            lines.append(f"| {r['artefact']} | – | – | – | {r['status']}: {r.get('reason')} |")
+    lines += ["", "## Speed (compute only, this machine)", "", pipe_table(
+        ["artefact", "batch", "p50 ms", "images/s", "status"],
+        [[r["artefact"], r["batch"], f"{r['p50_ms']:.2f}", f"{r['images_per_s']:.1f}", r["status"]]
+         if "batch" in r else [r["artefact"], "–", "–", "–", f"{r['status']}: {r.get('reason')}"]
+         for r in s["bench"]["rows"]], "lrrrl")]
     lines += ["", "## Files", "",
               f"- data: `{s['data']['root']}` (answer key `{s['data']['answers']}`)",
               f"- checkpoint: `{s['training']['checkpoint']}`",

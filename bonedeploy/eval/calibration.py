@@ -206,12 +206,14 @@ def same_split_note(fit: DecisionFit) -> str:
 
 def render_markdown(fit: DecisionFit, model: str, png_name: str) -> str:
     c, op = fit.calibration, fit.operating_point
-    rows = "\n".join(f"| {k} | {c['before'][k]:.4f} | {c['after'][k]:.4f} |" for k in ("nll", "ece", "brier"))
+    from bonedeploy.ui.markdown import pipe_table
+
+    rows = [[k, f"{c['before'][k]:.4f}", f"{c['after'][k]:.4f}"] for k in ("nll", "ece", "brier")]
     return "\n".join([
         f"# {model}: calibration and operating point", "",
         f"Temperature **T = {fit.temperature:.4f}** (probabilities = softmax(logits / T)), fitted by "
         f"minimising the NLL on {c['n']} images ({c['fitted_on']}).", "",
-        "| figure | before (T = 1) | after |", "|---|---:|---:|", rows, "",
+        pipe_table(["figure", "before (T = 1)", "after"], rows, "lrr"), "",
         f"ECE uses {c['ece_bins']} equal-width bins of the top-class probability; Brier is the "
         "multi-class sum of squared errors.", "",
         f"Operating point: {op.describe()}.", "",

@@ -13,6 +13,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from bonedeploy import POSITIVE_CLASS
+from bonedeploy.ui.markdown import pipe_table
 from bonedeploy.util.fs import atomic_path, write_json, write_text
 from bonedeploy.eval.metrics import classification_summary, format_accuracy, softmax
 
@@ -121,15 +122,13 @@ def render_markdown(r: dict[str, Any]) -> str:
         f"(best validation accuracy; ties go to the lower validation loss). "
         f"{r['params']:,} parameters.",
         "",
-        "| | train | val |",
-        "|---|---|---|",
-        f"| accuracy (95% Wilson CI) | {format_accuracy(t)} | {format_accuracy(v)} |",
-        f"| loss (mean cross-entropy) | {t['loss']:.4f} | {v['loss']:.4f} |",
-        f"| F1 (macro) | {_pct(t.get('f1'))} | {_pct(v.get('f1'))} |",
-        f"| sensitivity ({r['positive_class']}) | {_pct(t.get('sensitivity'))} | "
-        f"{_pct(v.get('sensitivity'))} |",
-        f"| specificity | {_pct(t.get('specificity'))} | {_pct(v.get('specificity'))} |",
-        f"| ROC AUC | {_pct(t.get('roc_auc'))} | {_pct(v.get('roc_auc'))} |",
+        pipe_table(["", "train", "val"], [
+            ["accuracy (95% Wilson CI)", format_accuracy(t), format_accuracy(v)],
+            ["loss (mean cross-entropy)", f"{t['loss']:.4f}", f"{v['loss']:.4f}"],
+            ["F1 (macro)", _pct(t.get("f1")), _pct(v.get("f1"))],
+            [f"sensitivity ({r['positive_class']})", _pct(t.get("sensitivity")), _pct(v.get("sensitivity"))],
+            ["specificity", _pct(t.get("specificity")), _pct(v.get("specificity"))],
+            ["ROC AUC", _pct(t.get("roc_auc")), _pct(v.get("roc_auc"))]]),
         "",
         f"The seed reported for this variant: train {seed['train_acc']:.2f}, val {seed['val_acc']:.2f}, "
         f"F1 {seed['f1']:.2f}, saved epoch {seed['saved_epoch']} (validation n=72, where one image "
@@ -137,23 +136,19 @@ def render_markdown(r: dict[str, Any]) -> str:
         "",
         "## Validation confusion matrix (rows: true, columns: predicted)",
         "",
-        "| | " + " | ".join(classes) + " |",
-        "|---" * (len(classes) + 1) + "|",
-        *[f"| **{c}** | " + " | ".join(str(n) for n in row) + " |" for c, row in zip(classes, cm)],
+        pipe_table(["", *classes], [[f"**{c}**", *row] for c, row in zip(classes, cm)]),
         "",
         "## Validation classification report (scikit-learn)",
         "",
-        "| | precision | recall | f1-score | support |",
-        "|---|---|---|---|---|",
-        *[_report_row(k, v["report"][k]) for k in [*classes, "macro avg", "weighted avg"]
-          if k in v["report"]],
+        pipe_table(["", "precision", "recall", "f1-score", "support"],
+                   [_report_row(k, v["report"][k]) for k in [*classes, "macro avg", "weighted avg"]
+                    if k in v["report"]]),
         "",
     ]
     if r["errors"]:
-        lines += ["## Misclassified validation images", "", "| image | true | predicted | p |",
-                  "|---|---|---|---|"]
-        lines += [f"| {e['path']} | {e['true']} | {e['pred']} | {e['p_pred']:.3f} |" for e in r["errors"]]
-        lines.append("")
+        lines += ["## Misclassified validation images", "", pipe_table(
+            ["image", "true", "predicted", "p"],
+            [[e["path"], e["true"], e["pred"], f"{e['p_pred']:.3f}"] for e in r["errors"]]), ""]
     if r["skipped_bad"]:
         lines += [f"## Unreadable images left out (--skip-bad): {len(r['skipped_bad'])}", ""]
         lines += [f"- {b['path']}: {b['cause']}" for b in r["skipped_bad"]]
@@ -172,9 +167,9 @@ def render_markdown(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _report_row(name: str, row: dict[str, float]) -> str:
-    return (f"| {name} | {row['precision']:.3f} | {row['recall']:.3f} | {row['f1-score']:.3f} | "
-            f"{int(row['support'])} |")
+def _report_row(name: str, row: dict[str, float]) -> list[str]:
+    return [name, f"{row['precision']:.3f}", f"{row['recall']:.3f}", f"{row['f1-score']:.3f}",
+            str(int(row["support"]))]
 
 
 def plot_curves(history: Sequence[dict[str, Any]], saved_epoch: int | None, path: str | Path,

@@ -61,28 +61,32 @@ def _pair(train: Any, val: Any, fmt: str = ".2f") -> str:
     return f"(Train: {_f(train, fmt)}) Val: {_f(val, fmt)}"
 
 
-def markdown_table(rows: list[dict[str, Any]]) -> str:
-    head = ("| Model | Hyper parameters | Epochs (saved ep) | Accuracy (train, val) | Val 95% CI | "
-            "F1 | Loss (train, val) | # Params | Seed: epochs (saved ep) | Seed: accuracy | "
-            "Seed: F1 | Seed: loss | Train time |")
-    lines = [head, "|" + "---|" * head.count(" | ") + "---|"]
-    for r in rows:
-        if r["status"] == "missing":
-            lines.append(f"| {r['name']} | (no report: not trained yet) |" + " |" * 11)
-            continue
-        from bonedeploy.models import get_model_entry
+HEADER = ("Model", "Hyper parameters", "Epochs (saved ep)", "Accuracy (train, val)", "Val 95% CI", "F1",
+          "Loss (train, val)", "# Params", "Seed: epochs (saved ep)", "Seed: accuracy", "Seed: F1",
+          "Seed: loss", "Train time")
 
-        fam = _FAMILY.get(get_model_entry(r["model"]).family, "")
-        lines.append(" | ".join([
-            f"| {fam} `{r['name']}`".replace("  ", " "), r["hyperparameters"],
-            f"{r['epochs']} ({r['saved_epoch']})", _pair(r["train_acc"], r["val_acc"]),
-            f"{r['val_ci_low']:.2f}–{r['val_ci_high']:.2f} (n={r['n_val']})", _f(r["f1"]),
-            _pair(r["train_loss"], r["val_loss"], ".4f"), f"{r['params']:,}",
-            f"{r['seed_epochs']} ({r['seed_saved_epoch']})", _pair(r["seed_train_acc"], r["seed_val_acc"]),
-            _f(r["seed_f1"]), _pair(r["seed_train_loss"], r["seed_val_loss"], ".4f"),
-            f"{r['train_seconds']:.1f} s |",
-        ]))
-    return "\n".join(lines)
+
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    from bonedeploy.ui.markdown import pipe_table
+
+    return pipe_table(HEADER, [_cells(r) for r in rows])
+
+
+def _cells(r: dict[str, Any]) -> list[str]:
+    if r["status"] == "missing":
+        return [r["name"], "(no report: not trained yet)", *[""] * (len(HEADER) - 2)]
+    from bonedeploy.models import get_model_entry
+
+    fam = _FAMILY.get(get_model_entry(r["model"]).family, "")
+    return [
+        f"{fam} `{r['name']}`".strip(), r["hyperparameters"],
+        f"{r['epochs']} ({r['saved_epoch']})", _pair(r["train_acc"], r["val_acc"]),
+        f"{r['val_ci_low']:.2f}–{r['val_ci_high']:.2f} (n={r['n_val']})", _f(r["f1"]),
+        _pair(r["train_loss"], r["val_loss"], ".4f"), f"{r['params']:,}",
+        f"{r['seed_epochs']} ({r['seed_saved_epoch']})", _pair(r["seed_train_acc"], r["seed_val_acc"]),
+        _f(r["seed_f1"]), _pair(r["seed_train_loss"], r["seed_val_loss"], ".4f"),
+        f"{r['train_seconds']:.1f} s",
+    ]
 
 
 def write_results(out: str | Path, rows: list[dict[str, Any]], meta: dict[str, Any]) -> None:

@@ -77,14 +77,22 @@ _SEP = re.compile(r"^\|(\s*:?-+:?\s*\|)+\s*$")
 def markdown_table(lines: Sequence[str], width: int, key_headers: Sequence[str] = (), **kw: Any) -> Table:
     """A Markdown pipe table as a fitted table: the first column and ``key_headers`` are keys,
     the other columns are dropped right to left when it does not fit."""
-    split = lambda line: [c.strip().replace("`", "") for c in line.strip().strip("|").split("|")]  # noqa: E731
-    header, aligns, body = split(lines[0]), split(lines[1]), [split(line) for line in lines[2:]]
+    header, aligns, body = _cells(lines[0]), _cells(lines[1]), [_cells(line) for line in lines[2:]]
     cols = []
     for i, (h, a) in enumerate(zip(header, aligns)):
         key = i == 0 or h in key_headers
         cols.append(Col(h, KEY if key else len(header) - i, "right" if a.endswith(":") else "left",
                         wrap=key and i > 0))
     return fit_table(cols, body, width, **kw)
+
+
+_PIPE = re.compile(r"(?<!\\)\|")  # a cell boundary: a pipe not escaped (``ui.markdown.cell``)
+
+
+def _cells(line: str) -> list[str]:
+    inner = line.strip().removeprefix("|")
+    inner = inner[:-1] if inner.endswith("|") and not inner.endswith("\\|") else inner
+    return [c.strip().replace("`", "").replace("\\|", "|") for c in _PIPE.split(inner)]
 
 
 def print_markdown(console: Console, text: str, key_headers: Sequence[str] = ()) -> None:

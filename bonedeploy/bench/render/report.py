@@ -159,8 +159,10 @@ def print_report(d: dict[str, Any], console) -> None:
 
 # --- markdown --------------------------------------------------------------------------------
 def _md_table(header: list[str], rows: list[list[str]]) -> str:
-    align = ["---" if i == 0 else "---:" for i in range(len(header))]
-    return "\n".join("| " + " | ".join(r) + " |" for r in [header, align, *rows])
+    """Names left, figures right."""
+    from bonedeploy.ui.markdown import pipe_table
+
+    return pipe_table(header, rows, "l" + "r" * (len(header) - 1))
 
 
 def _flip_name(f: Any, full: bool = True) -> str:
