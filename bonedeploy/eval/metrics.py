@@ -1,7 +1,8 @@
 """Classification metrics shared by training reports, infer and bench.
 
 Numpy and the standard library only: a labelled ``infer`` on the base (edge) install reports them,
-and a one-image run does not pay for importing scikit-learn (0.85 s on a 2-core EPYC). Each
+and a one-image run does not pay for importing scikit-learn, which takes longer than the prediction
+(``python -X importtime -c "import sklearn.metrics"``; ``benchmarks/cold_start.py``). Each
 function reproduces scikit-learn's or scipy's definition, zero-division rules included;
 ``tests/eval/test_metrics.py`` holds them to those libraries on random label sets.
 """

@@ -58,8 +58,9 @@ def resolve_runtime(device: str, precision: str, channels_last: bool | None,
 
 def _bf16_pays_off(torch: Any, dev: Any) -> bool:
     """bf16 autocast where the hardware computes in bf16: CUDA GPUs that support it, and CPUs with
-    native bf16 (an AlexNet training step on a 2-core AMD EPYC with AVX512_BF16: 2.8 s vs 3.7 s in
-    fp32, batch 16). On other CPUs oneDNN emulates it and it is slower than fp32."""
+    native bf16 (AVX512_BF16/AMX), where oneDNN runs convolutions in bf16 instructions. On other
+    CPUs oneDNN emulates bf16 and it is slower than fp32. ``benchmarks/train_epoch.py --precision
+    bf16`` (and ``fp32``) measures the difference on a machine."""
     if dev.type == "cuda":
         return bool(torch.cuda.is_bf16_supported())
     from bonedeploy.util.machine import native_bf16_cpu
