@@ -1,5 +1,6 @@
 """The TID 1500 report: what it says, that it re-reads (highdicom, dciodvfy), where it is filed."""
 
+import copy
 import shutil
 import subprocess
 
@@ -97,3 +98,73 @@ def _texts(sr):
                 yield str(item.TextValue)
             yield from walk(item.get("ContentSequence"))
     return list(walk(sr.ContentSequence))
+
+
+def test_standard_codes_are_the_dictionarys():
+    """Every standard code the report uses is in pydicom's DICOM content mapping resource with the
+    meaning we write (SCT 125605004 is not in it: docs/pacs.md says how it was checked)."""
+    import pydicom.sr._concepts_dict as cmr
+
+    from bonedeploy.artefacts.dicom_sr import PRIVATE_SCHEME, _concepts
+
+    for key, code in _concepts().items():
+        if code.scheme_designator == PRIVATE_SCHEME or code.value == "125605004":
+            continue
+        meanings = [m for name, by_code in cmr.concepts[code.scheme_designator].items()
+                    for value, (m, _cids) in by_code.items() if value == code.value]
+        assert code.meaning in meanings, (key, code, meanings)
+
+
+def _minimal_source():
+    from pydicom.dataset import Dataset
+    from pydicom.uid import generate_uid
+
+    ds = Dataset()
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.7"  # a secondary capture with almost nothing in it
+    ds.SOPInstanceUID, ds.SeriesInstanceUID, ds.StudyInstanceUID = (generate_uid() for _ in range(3))
+    ds.Rows = ds.Columns = 8
+    ds.SamplesPerPixel, ds.BitsAllocated, ds.PixelRepresentation = 1, 8, 0
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.PatientName, ds.PatientID, ds.PatientBirthDate, ds.PatientSex = "Minimal^Person", "M1", "", ""
+    ds.AccessionNumber, ds.StudyID, ds.StudyDate, ds.StudyTime = "", "", "20240101", ""
+    ds.SpecificCharacterSet, ds.Modality = "ISO_IR 100", "OT"
+    return ds
+
+
+@pytest.mark.parametrize("finding", [
+    Finding(present=True, probability=0.912345, threshold=0.3, target_sensitivity=0.95, ood_score=0.25),
+    Finding(present=False, probability=1e-06, threshold=0.5),
+    Finding(present=True, probability=0.5),
+    Finding.refused("cannot decode pixel data (JPEG 2000: truncated)"),
+    Finding.refused("out of distribution", ood_score=7.5),
+])
+@pytest.mark.parametrize("which", ["dx", "minimal"])
+def test_fast_report_equals_highdicoms(source, finding, which):
+    """build_report copies a prototype instead of running highdicom each time (~55 ms): the result
+    must be highdicom's, element for element, dates and times aside."""
+    from bonedeploy.artefacts.dicom_sr import build_with_highdicom
+
+    src = source if which == "dx" else _minimal_source()
+    for _ in range(2):  # the second from the cached prototype
+        fast, slow = build_report(src, finding, ALGO), build_with_highdicom(src, finding, ALGO)
+        assert _comparable(fast) == _comparable(slow)
+        assert fast.file_meta.MediaStorageSOPInstanceUID == slow.SOPInstanceUID
+    twin = copy.deepcopy(src)  # the same prototype, another instance: the first report must not leak
+    twin.SOPInstanceUID, twin.PatientID = pydicom.uid.generate_uid(), "OTHER"
+    again, slow_twin = build_report(twin, finding, ALGO), build_with_highdicom(twin, finding, ALGO)
+    assert _comparable(again) == _comparable(slow_twin) and again.SOPInstanceUID != fast.SOPInstanceUID
+    assert _comparable(fast) == _comparable(slow)
+
+
+def _comparable(ds):
+    """The dataset as nested lists of (tag, VR, value), without creation dates and times."""
+    skip = {"InstanceCreationDate", "InstanceCreationTime", "ContentDate", "ContentTime", "ContributionDateTime"}
+    out = []
+    for elem in ds:
+        if elem.keyword in skip:
+            continue
+        if elem.VR == "SQ":
+            out.append((elem.tag, "SQ", [_comparable(item) for item in elem.value]))
+        else:
+            out.append((elem.tag, elem.VR, str(elem.value)))
+    return out
