@@ -7,6 +7,12 @@ comes from the running interpreter, and the stub dies (``'_thread.RLock' object 
 '_recursion_count'``). So the running interpreter's LIBDIR goes first on ``LD_LIBRARY_PATH``, its
 ``bin`` first on ``PATH`` (the stub finds its prefix, hence site-packages, from there), and this
 package's root on ``PYTHONPATH``: the user's shell needs nothing.
+
+The stub wraps every tensor in a numpy array through the pybind11 it was compiled with. Before
+pybind11 2.12 that code reads the item size at numpy 1's ``PyArray_Descr`` offset; under numpy 2 it
+reads 0 there, so tensor outputs go out empty and the bytes of a file request are all read as their
+first byte (the stub dies: "Stub process ... is not healthy"). nvidia-pytriton 0.7.0's stubs are of
+that kind, so ``serve`` refuses such a pairing before it opens a port (``check_stub_numpy``).
 """
 
 from __future__ import annotations
@@ -51,6 +57,47 @@ def find_triton() -> TritonDist:
         raise BackendUnavailableError(f"{dist.root}: no tritonserver binary or no Python-backend stub "
                                       f"for Python {sys.version_info[0]}.{sys.version_info[1]}; {INSTALL_HINT}")
     return dist
+
+
+# pybind11 >= 2.12 imports ``numpy._core`` under numpy 2; older builds know only ``numpy.core``.
+NUMPY2_MARKER = b"numpy._core"
+
+
+def stub_supports_numpy2(stub: Path) -> bool:
+    """Whether the stub's pybind11 knows numpy 2's layout (the marker is in its read-only data)."""
+    return NUMPY2_MARKER in stub.read_bytes()
+
+
+def check_stub_numpy(dist: TritonDist, numpy_version: str | None = None) -> None:
+    """Refuse, in one line naming the conflict and the fix, a stub that cannot run this numpy."""
+    if numpy_version is None:
+        import numpy
+
+        numpy_version = numpy.__version__
+    if int(numpy_version.split(".")[0]) < 2 or stub_supports_numpy2(dist.stub()):
+        return
+    raise BackendUnavailableError(
+        f"bonedeploy serve: numpy {numpy_version} is installed, but the Triton Python-backend stub of "
+        f"nvidia-pytriton {_version('nvidia-pytriton')} was built for numpy 1 (it would answer with empty "
+        f"tensors and crash on file bytes); fix: pip install {' '.join(_numpy1_fix())}")
+
+
+def _numpy1_fix() -> list[str]:
+    """The pins that bring numpy 1 back without breaking what [explain] installed for numpy 2."""
+    fix = ["'numpy<2'"]
+    cv = _version("opencv-python-headless")
+    if cv[0].isdigit() and tuple(int(p) for p in cv.split(".")[:2]) >= (4, 12):  # built for numpy >= 2 only
+        fix.append("'opencv-python-headless<4.12'")
+    return fix
+
+
+def _version(dist_name: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(dist_name)
+    except PackageNotFoundError:
+        return "?"
 
 
 def prepare_backends(dist: TritonDist, into: Path) -> Path:

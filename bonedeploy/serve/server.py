@@ -37,6 +37,7 @@ from bonedeploy.artefacts.triton import (
     check_model_name,
     resolve_max_batch,
 )
+from bonedeploy.util.defaults import none_means_default
 
 Log = Callable[[str], None]
 LOOPBACK = "127.0.0.1"
@@ -48,6 +49,7 @@ class ServeError(BonedeployError):
     """The server could not start or stopped unexpectedly."""
 
 
+@none_means_default  # None (the CLI's 'not given') means the default below
 @dataclass(frozen=True)
 class ServeConfig:
     engine: Path
@@ -58,7 +60,9 @@ class ServeConfig:
     metrics_port: int = 8002
     max_batch: int | None = None  # default: the engine profile's max (else export's default)
     max_queue_delay_us: int = DEFAULT_QUEUE_DELAY_US
-    instances: int = 1
+    # Two: one instance runs a batch while the other gathers the next; at 8 clients on 2 cores that
+    # is the difference between 0.7x and ~1x in-process batch-8 throughput (benchmarks/serve.py).
+    instances: int = 2
     max_request_mb: float = 64.0
     backend: str | None = None
     device: str | None = None
@@ -96,6 +100,7 @@ class Prepared:
 
     card: Any
     describe: dict[str, Any]
+    choice: Any  # backends.select.Choice: which runtime and why (printed like infer's)
     max_batch: int
     profile_max: int | None
     repo: Path
@@ -106,11 +111,12 @@ class Prepared:
 
 def run_server(config: ServeConfig, log: Log | None = None, ready: Callable[[Prepared], None] | None = None) -> int:
     """Serve until SIGINT/SIGTERM; 0 after a requested shutdown, ServeError if Triton dies."""
-    from bonedeploy.serve.runtime import find_triton
+    from bonedeploy.serve.runtime import check_stub_numpy, find_triton
 
     log = log or (lambda m: print(m, flush=True))
     config.validate()
     dist = find_triton()
+    check_stub_numpy(dist)
     check_ports_free(config)
     prep = prepare(config, dist)
     try:
@@ -139,15 +145,20 @@ def check_ports_free(config: ServeConfig) -> None:
                 raise ServeError(f"cannot bind {config.host}:{port} ({what}): {e.strerror or e}") from e
 
 
-def backend_options(config: ServeConfig, backend: str) -> dict[str, Any]:
-    """Options for the served runtime: each backend gets only what it understands."""
-    opts: dict[str, Any] = {"device": config.device}
+def backend_options(config: ServeConfig, backend: str, recorded: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Options for the served runtime: the ones ``bench --select`` recorded with it (as ``infer``
+    runs them), then what a shared server needs. Each instance keeps a thread per core (alone, at
+    concurrency 1, it answers as fast as ``infer``), so the instances and Triton share the cores:
+    idle threads must sleep (onnxruntime) and move off a busy core (OpenVINO unpinned)."""
+    opts: dict[str, Any] = dict(recorded or {})
+    opts["device"] = config.device
     if backend == "onnxruntime":
-        from bonedeploy.backends.onnxrt import physical_cores
-
-        opts.update(provider=config.provider, threads=max(1, physical_cores() // config.instances))
+        opts["provider"] = config.provider
+        opts.setdefault("spinning", False)
     elif config.provider:
         raise ConfigError(f"--provider applies to the onnxruntime backend only, not {backend}")
+    if backend == "openvino":
+        opts.setdefault("pinning", False)
     return {k: v for k, v in opts.items() if v is not None}
 
 
@@ -163,7 +174,7 @@ def inspect_engine(config: ServeConfig):
         fixed = getattr(backend, "_fixed_batch", None)
         profile = desc.get("profile_batch")
         profile_max = int(profile[1]) if profile else (int(fixed) if fixed else None)
-        return backend.card, backend.name, desc, profile_max
+        return backend.card, backend.name, desc, profile_max, backend.choice
     finally:
         backend.close()
 
@@ -172,16 +183,17 @@ def prepare(config: ServeConfig, dist) -> Prepared:
     from bonedeploy.serve.runtime import prepare_backends
     from bonedeploy.util.fs import sha256_file
 
-    card, backend_name, desc, profile_max = inspect_engine(config)
+    card, backend_name, desc, profile_max, choice = inspect_engine(config)
     max_batch = resolve_max_batch(config.max_batch, profile_max, config.engine)
     workdir = Path(tempfile.mkdtemp(prefix="bonedeploy-serve-"))
     try:
         repo = workdir / "models"
         spec = {"artefact": str(Path(config.engine).resolve()), "backend": backend_name,
-                "options": backend_options(config, backend_name), "max_request_mb": config.max_request_mb}
+                "options": backend_options(config, backend_name, choice.options),
+                "max_request_mb": config.max_request_mb}
         params = card_parameters(card, sha256_file(config.engine))
-        prep = Prepared(card, desc, max_batch, profile_max, repo, prepare_backends(dist, workdir / "backends"),
-                        workdir)
+        prep = Prepared(card, desc, choice, max_batch, profile_max, repo,
+                        prepare_backends(dist, workdir / "backends"), workdir)
         for name, cfg, cls in serve_models(config, card, max_batch, params):
             prep.configs[name] = write_python_model(repo, cfg, cls, spec)
         return prep
@@ -238,6 +250,9 @@ def startup_banner(config: ServeConfig, prep: Prepared) -> str:
         f"{config.instances} instance(s); requests up to {config.max_request_mb:g} MB",
         f"  client   bonedeploy infer --engine {u['grpc']}/{n} IMAGES/",
     ]
+    if prep.choice.warning:
+        lines.insert(1, f"  warning  {prep.choice.warning}")
+    lines.insert(1, f"  runtime  {prep.describe.get('backend')}: {prep.choice.how}")
     if config.host not in (LOOPBACK, "localhost", "::1"):
         lines.append(f"  warning  bound to {config.host}: Triton has no authentication; put it behind a "
                      "TLS + auth gateway (see the README's Serve section)")
