@@ -36,6 +36,9 @@ class ModelCard:
     temperature: float = 1.0
     calibration: dict[str, Any] | None = None
     history: tuple[dict[str, Any], ...] = ()
+    # "temperature" / "operating point" when fitted with --force on fewer images than
+    # bonedeploy.eval.set_size asks for: every artefact says its decision rests on a small set.
+    fitted_below_minimum: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -45,6 +48,7 @@ class ModelCard:
         object.__setattr__(self, "classes", tuple(self.classes))
         object.__setattr__(self, "temperature", float(self.temperature))
         object.__setattr__(self, "history", tuple(dict(h) for h in self.history))
+        object.__setattr__(self, "fitted_below_minimum", tuple(self.fitted_below_minimum))
 
     def with_(self, **changes: Any) -> "ModelCard":
         return replace(self, **changes)
@@ -62,12 +66,13 @@ class ModelCard:
             "temperature": self.temperature,
             "calibration": dict(self.calibration) if self.calibration else None,
             "history": [dict(h) for h in self.history],
+            "fitted_below_minimum": list(self.fitted_below_minimum),
         }
 
     def decision_state(self) -> dict[str, Any]:
         """The decision fields, as kept in ``history`` when they are replaced."""
         d = self.to_dict()
-        return {k: d[k] for k in ("operating_point", "temperature", "calibration")}
+        return {k: d[k] for k in ("operating_point", "temperature", "calibration", "fitted_below_minimum")}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], where: str = "artefact") -> "ModelCard":
@@ -84,6 +89,7 @@ class ModelCard:
                 temperature=float(d.get("temperature", 1.0)),
                 calibration=d.get("calibration"),
                 history=tuple(d.get("history") or ()),
+                fitted_below_minimum=tuple(d.get("fitted_below_minimum") or ()),  # absent before issue 23
             )
         except (KeyError, TypeError, ValueError) as e:
             raise ArtefactError(f"{where}: model card is incomplete or malformed ({e})") from e

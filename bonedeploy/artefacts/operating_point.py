@@ -25,6 +25,8 @@ class OperatingPoint:
     n_positive: int = 0
     chosen_on: str | None = None  # where the images came from (split / folder)
     chosen_at: str | None = None  # ISO time
+    # chosen with --force on fewer positives than bonedeploy.eval.set_size asks for
+    fitted_below_minimum: bool = False
 
     def __post_init__(self) -> None:
         for name in ("sensitivity_ci95", "specificity_ci95"):
@@ -57,4 +59,6 @@ class OperatingPoint:
             (sl, sh), (pl, ph) = self.sensitivity_ci95, self.specificity_ci95
             s += (f": sensitivity {self.sensitivity:.3f} (95% CI {sl:.3f}–{sh:.3f}), "
                   f"specificity {self.specificity:.3f} (95% CI {pl:.3f}–{ph:.3f})")
+        if self.fitted_below_minimum:
+            s += " [fitted below the minimum number of positives (--force)]"
         return s

@@ -8,7 +8,9 @@ probabilities mean what they say. T is fitted as log T with L-BFGS-B (scipy), bo
 unbounded fit would return probabilities of exactly 0 and 1.
 
 The temperature and the operating point are fitted on the same images (the checkpoint's
-validation split unless ``--data`` names a separate calibration set); the reports say so.
+validation split unless ``--data`` names a separate calibration set); the reports say so. Below the
+minimum set sizes (``bonedeploy.eval.set_size``) T stays 1 and the operating point unset, with the
+reason; ``calibrate`` and a target sensitivity refuse instead, unless forced (the card records it).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from bonedeploy.errors import CheckpointError, DataError
 from bonedeploy.eval.decision import DecisionRule, is_positive, positive_scores
 from bonedeploy.artefacts.operating_point import OperatingPoint
 from bonedeploy.eval.operating_point import choose_operating_point, validate_target
+from bonedeploy.eval.set_size import OPERATING_POINT, TEMPERATURE, SizeVerdict, refuse_small, size_verdicts
 
 ECE_BINS = 15
 T_BOUNDS = (0.05, 20.0)
@@ -142,83 +145,149 @@ def plot_reliability(logits: np.ndarray, labels: Sequence[int], temperature: flo
 
 @dataclass
 class DecisionFit:
-    """A fitted temperature and operating point, and the figures that justify them."""
+    """A fitted temperature and operating point, and the figures that justify them. Below its
+    minimum set size a value is not fitted (T = 1, ``operating_point`` None) unless forced."""
 
     temperature: float
-    operating_point: OperatingPoint
+    operating_point: OperatingPoint | None
     calibration: dict[str, Any]
     logits: np.ndarray = field(repr=False)
     labels: np.ndarray = field(repr=False)
+    verdicts: tuple[SizeVerdict, ...] = ()
+    forced: tuple[str, ...] = ()  # values fitted below their minimum (--force)
+
+    @property
+    def skipped(self) -> tuple[SizeVerdict, ...]:
+        """The verdicts that kept a value from being fitted."""
+        return tuple(v for v in self.verdicts if not v.ok and v.fits not in self.forced)
+
+    @property
+    def temperature_fitted(self) -> bool:
+        return all(v.fits != TEMPERATURE for v in self.skipped)
+
+    def notes(self) -> list[str]:
+        """What the console and the reports say about set sizes (nothing when all is well)."""
+        unset = "" if self.operating_point is not None else " and no operating point set"
+        out = [f"temperature not fitted (T = 1 kept{unset}): {v.reason()}" for v in self.skipped]
+        out += [f"{v.fits} fitted below the minimum (--force): {v.reason()}"
+                for v in self.verdicts if v.fits in self.forced]
+        return out
+
+
+def positive_of(classes: Sequence[str], positive_class: str | None = None) -> str:
+    from bonedeploy import POSITIVE_CLASS
+
+    return positive_class or (POSITIVE_CLASS if POSITIVE_CLASS in classes else classes[0])
+
+
+def decision_verdicts(labels: Sequence[int], classes: Sequence[str], target: float | None, where: str,
+                      positive_class: str | None = None) -> tuple[SizeVerdict, ...]:
+    """Is the set large enough for a temperature (and, with a target, an operating point)?"""
+    classes = tuple(classes)
+    return size_verdicts(labels, classes, positive_of(classes, positive_class), target, where)
 
 
 def fit_decision(logits: np.ndarray, labels: Sequence[int], classes: Sequence[str],
-                 target: float | None, chosen_on: str, positive_class: str | None = None) -> DecisionFit:
-    """Temperature by NLL, then the operating point on the *calibrated* p(positive)."""
-    from bonedeploy import POSITIVE_CLASS
+                 target: float | None, chosen_on: str, positive_class: str | None = None,
+                 force: bool = False, way_out: str = "Fit on a larger labelled set") -> DecisionFit:
+    """Temperature by NLL, then the operating point on the *calibrated* p(positive).
 
+    Below the temperature's minimum T stays 1 and, without a target, no operating point is set;
+    a target on too few positives raises ``DataError`` (``way_out`` says what to do). ``force``
+    fits both anyway and records it."""
     target = validate_target(target)
     classes = tuple(classes)
-    positive = positive_class or (POSITIVE_CLASS if POSITIVE_CLASS in classes else classes[0])
+    positive = positive_of(classes, positive_class)
     y = np.asarray(labels, dtype=int)
-    t = fit_temperature(logits, y)
+    verdicts = decision_verdicts(y, classes, target, chosen_on, positive)
+    refuse_small([v for v in verdicts if v.fits == OPERATING_POINT], force, way_out)
+    forced = tuple(v.fits for v in verdicts if not v.ok) if force else ()
+    fit_t = verdicts[0].ok or force
+    t = fit_temperature(logits, y) if fit_t else 1.0
     rule = DecisionRule(classes, t, positive_class=positive)
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    op = choose_operating_point(positive_scores(rule, logits), is_positive(y, rule), positive, target,
-                                chosen_on=chosen_on, chosen_at=now)
-    cal = calibration_figures(logits, y, t, classes) | {"fitted_on": chosen_on, "fitted_at": now}
-    return DecisionFit(t, op, cal, np.asarray(logits), y)
+    op = None
+    if target is not None or fit_t:
+        op = choose_operating_point(positive_scores(rule, logits), is_positive(y, rule), positive, target,
+                                    chosen_on=chosen_on, chosen_at=now,
+                                    fitted_below_minimum=OPERATING_POINT in forced)
+    cal = calibration_figures(logits, y, t, classes) | {
+        "fitted_on": chosen_on, "fitted_at": now, "fitted": fit_t,
+        "fitted_below_minimum": TEMPERATURE in forced, "size_checks": [v.to_dict() for v in verdicts]}
+    return DecisionFit(t, op, cal, np.asarray(logits), y, verdicts, forced)
 
 
 def apply_fit(card: Any, fit: DecisionFit) -> Any:
     """The card with the fit's values; the values it replaces go to the end of its history
-    (a card that never had a fit, temperature 1 and no operating point, adds nothing)."""
+    (a card that never had a fit, temperature 1 and no operating point, adds nothing). A fit that
+    set nothing (too few images) leaves the card as it was."""
+    if not fit.temperature_fitted and fit.operating_point is None:
+        return card
     history = list(card.history)
     if card.operating_point is not None or card.calibration is not None:
         history.append(card.decision_state() | {"replaced_at": fit.calibration.get("fitted_at")})
     return card.with_(operating_point=fit.operating_point, temperature=fit.temperature,
-                      calibration=fit.calibration, history=tuple(history))
+                      calibration=fit.calibration if fit.temperature_fitted else None,
+                      fitted_below_minimum=fit.forced, history=tuple(history))
 
 
 def write_calibration_report(folder: str | Path, fit: DecisionFit, classes: Sequence[str],
                              model: str, prefix: str = "") -> dict[str, Path]:
-    """``calibration.json``, ``calibration.md`` and ``reliability.png`` in ``folder``."""
+    """``calibration.json``, ``calibration.md`` and, when T was fitted, ``reliability.png`` in
+    ``folder`` (a stale diagram from an earlier fit is removed)."""
     from bonedeploy.util.fs import write_json, write_text
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     paths = {"json": folder / (prefix + REPORT_JSON), "md": folder / (prefix + REPORT_MD),
              "png": folder / (prefix + RELIABILITY_PNG)}
-    plot_reliability(fit.logits, fit.labels, fit.temperature, classes, paths["png"],
-                     title=f"{model}: reliability on {len(fit.labels)} images")
-    doc = {"model": model, "temperature": fit.temperature, "calibration": fit.calibration,
-           "operating_point": fit.operating_point.to_dict(), "same_split": True,
+    if fit.temperature_fitted:
+        plot_reliability(fit.logits, fit.labels, fit.temperature, classes, paths["png"],
+                         title=f"{model}: reliability on {len(fit.labels)} images")
+    else:
+        paths.pop("png").unlink(missing_ok=True)
+    op = fit.operating_point
+    doc = {"model": model, "temperature": fit.temperature, "temperature_fitted": fit.temperature_fitted,
+           "calibration": fit.calibration, "operating_point": op.to_dict() if op else None,
+           "fitted_below_minimum": list(fit.forced), "notes": fit.notes(), "same_split": True,
            "note": same_split_note(fit)}
     write_json(paths["json"], doc)
-    write_text(paths["md"], render_markdown(fit, model, paths["png"].name))
+    write_text(paths["md"], render_markdown(fit, model, paths["png"].name if "png" in paths else None))
     return paths
 
 
 def same_split_note(fit: DecisionFit) -> str:
-    return (f"The temperature and the operating point were both fitted on the same {fit.operating_point.n} "
-            f"images ({fit.operating_point.chosen_on}): their figures are optimistic for new images. "
+    where = fit.calibration.get("fitted_on")
+    return (f"The temperature and the operating point were both fitted on the same {len(fit.labels)} "
+            f"images ({where}): their figures are optimistic for new images. "
             "Pass --data DIR to `bonedeploy calibrate` to fit them on a separate calibration set.")
 
 
-def render_markdown(fit: DecisionFit, model: str, png_name: str) -> str:
+def render_markdown(fit: DecisionFit, model: str, png_name: str | None) -> str:
     c, op = fit.calibration, fit.operating_point
-    from bonedeploy.ui.markdown import pipe_table
+    lines = [f"# {model}: calibration and operating point", ""]
+    lines += [f"**{note[0].upper() + note[1:]}.**" for note in fit.notes()] + ([""] if fit.notes() else [])
+    if fit.temperature_fitted:
+        from bonedeploy.ui.markdown import pipe_table
 
-    rows = [[k, f"{c['before'][k]:.4f}", f"{c['after'][k]:.4f}"] for k in ("nll", "ece", "brier")]
-    return "\n".join([
-        f"# {model}: calibration and operating point", "",
-        f"Temperature **T = {fit.temperature:.4f}** (probabilities = softmax(logits / T)), fitted by "
-        f"minimising the NLL on {c['n']} images ({c['fitted_on']}).", "",
-        pipe_table(["figure", "before (T = 1)", "after"], rows, "lrr"), "",
-        f"ECE uses {c['ece_bins']} equal-width bins of the top-class probability; Brier is the "
-        "multi-class sum of squared errors.", "",
-        f"Operating point: {op.describe()}.", "",
-        f"**{same_split_note(fit)}**", "",
-        f"![reliability diagram]({png_name})", ""])
+        rows = [[k, f"{c['before'][k]:.4f}", f"{c['after'][k]:.4f}"] for k in ("nll", "ece", "brier")]
+        lines += [
+            f"Temperature **T = {fit.temperature:.4f}** (probabilities = softmax(logits / T)), fitted by "
+            f"minimising the NLL on {c['n']} images ({c['fitted_on']}).", "",
+            pipe_table(["figure", "before (T = 1)", "after"], rows, "lrr"), "",
+            f"ECE uses {c['ece_bins']} equal-width bins of the top-class probability; Brier is the "
+            "multi-class sum of squared errors.", ""]
+    else:
+        lines += [f"Temperature **T = 1** (not fitted): the probabilities are softmax(logits) on "
+                  f"{c['n']} images ({c['fitted_on']}): NLL {c['before']['nll']:.4f}, ECE "
+                  f"{c['before']['ece']:.4f}, Brier {c['before']['brier']:.4f}. Fit it with "
+                  "`bonedeploy calibrate CHECKPOINT --data DIR` on a larger labelled set.", ""]
+    lines += [f"Operating point: {op.describe() if op else 'not set (argmax)'}.", ""]
+    if fit.temperature_fitted or op is not None:
+        lines += [f"**{same_split_note(fit)}**", ""]
+    if png_name:
+        lines += [f"![reliability diagram]({png_name})", ""]
+    return "\n".join(lines)
 
 
 # --- bonedeploy calibrate -----------------------------------------------------------------
@@ -228,6 +297,7 @@ class CalibrateConfig:
     data: Path | None = None  # a labelled image-folder tree instead of the recorded validation split
     target_sensitivity: float | None = None
     out: Path | None = None  # default: rewrite the checkpoint in place (atomically)
+    force: bool = False  # fit below the minimum set sizes (the card records it)
 
     def validate(self) -> None:
         validate_target(self.target_sensitivity)
@@ -242,7 +312,8 @@ class CalibrateResult:
 
 
 def calibrate_checkpoint(config: CalibrateConfig) -> CalibrateResult:
-    """Fit T and the operating point for a checkpoint and write it back (in place or to ``out``)."""
+    """Fit T and the operating point for a checkpoint and write it back (in place or to ``out``).
+    Refuses a set below the minimum sizes (before running the model) unless ``config.force``."""
     from bonedeploy.artefacts.checkpoint import (card_from_checkpoint, load_checkpoint,
                                                  model_from_checkpoint, save_checkpoint)
 
@@ -251,8 +322,12 @@ def calibrate_checkpoint(config: CalibrateConfig) -> CalibrateResult:
     ckpt = load_checkpoint(src)
     card = card_from_checkpoint(ckpt, str(src))
     x, labels, where = calibration_inputs(ckpt, config.data, card, src)
+    way_out = "Pass --data DIR with a larger labelled set"
+    refuse_small(decision_verdicts(labels, card.classes, config.target_sensitivity, where),
+                 config.force, way_out)
     logits = model_logits(model_from_checkpoint(ckpt, str(src)), card, x, src)
-    fit = fit_decision(logits, labels, card.classes, config.target_sensitivity, where)
+    fit = fit_decision(logits, labels, card.classes, config.target_sensitivity, where,
+                       force=config.force, way_out=way_out)
     new_card = apply_fit(card, fit)
     out = Path(config.out) if config.out is not None else src
     save_checkpoint(out, {**ckpt, "card": new_card.to_dict()})
@@ -284,9 +359,11 @@ def calibration_inputs(ckpt: dict[str, Any], data: Path | None, card: Any, src: 
 
 
 def model_logits(model: Any, card: Any, x: np.ndarray, path: str | Path = "checkpoint") -> np.ndarray:
-    """fp32 logits on the CPU through the torch backend (as the export reference runs)."""
+    """fp32 logits on the CPU through the torch backend (as the export reference runs), in the
+    batches of the one loop every artefact runs through (``parity.backend_logits``)."""
     from bonedeploy.backends.torch import TorchBackend
+    from bonedeploy.eval.parity import backend_logits
 
     with TorchBackend.from_module(model, card, Path(path), device="cpu", precision="fp32") as backend:
-        return np.concatenate([backend.infer(x[i:i + 16]) for i in range(0, len(x), 16)])
+        return backend_logits(backend, x)
 

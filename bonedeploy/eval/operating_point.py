@@ -76,8 +76,10 @@ def bootstrap_ci(p_pos: np.ndarray, is_pos: np.ndarray, threshold: float, n_boot
 
 def choose_operating_point(p_pos: Sequence[float], is_pos: Sequence[bool], positive_class: str,
                            target: float | None, chosen_on: str | None = None,
-                           chosen_at: str | None = None, seed: int = 0) -> OperatingPoint:
-    """The operating point for ``target`` (None: argmax, reported at p >= 0.5) with its figures."""
+                           chosen_at: str | None = None, seed: int = 0,
+                           fitted_below_minimum: bool = False) -> OperatingPoint:
+    """The operating point for ``target`` (None: argmax, reported at p >= 0.5) with its figures.
+    Any set size is accepted here; the minimum is ``bonedeploy.eval.set_size``'s, checked by the callers."""
     target = validate_target(target)
     p_pos, is_pos = np.asarray(p_pos, dtype=np.float64), np.asarray(is_pos, dtype=bool)
     if len(p_pos) != len(is_pos) or len(p_pos) == 0:
@@ -90,7 +92,7 @@ def choose_operating_point(p_pos: Sequence[float], is_pos: Sequence[bool], posit
                           sensitivity=_finite(sens), sensitivity_ci95=_finite_pair(sens_ci),
                           specificity=_finite(spec), specificity_ci95=_finite_pair(spec_ci),
                           n=int(len(p_pos)), n_positive=int(is_pos.sum()), chosen_on=chosen_on,
-                          chosen_at=chosen_at)
+                          chosen_at=chosen_at, fitted_below_minimum=fitted_below_minimum)
 
 
 def _finite(v: float) -> float | None:

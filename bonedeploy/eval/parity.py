@@ -366,10 +366,11 @@ def select_parity_set(ckpt: dict[str, Any] | None = None, data: str | Path | Non
     return _synthetic(spec, n or SYNTH_N, seed, classes)
 
 
-def backend_logits(backend: Any, parity_set: ParitySet, batch: int = PARITY_BATCH) -> np.ndarray:
-    """Float32 logits of a loaded backend over the set, ``batch`` images per call: the one loop
-    export's gate and bench run every artefact (PyTorch, onnxruntime, TensorRT) through."""
-    x = parity_set.x
+def backend_logits(backend: Any, parity_set: ParitySet | np.ndarray, batch: int = PARITY_BATCH) -> np.ndarray:
+    """Float32 logits of a loaded backend over the set (or an N x C x H x W array), ``batch``
+    images per call: the one loop export's gate, bench and calibration run every artefact
+    (PyTorch, onnxruntime, TensorRT) through."""
+    x = parity_set.x if isinstance(parity_set, ParitySet) else parity_set
     step = max(1, int(batch))
     parts = [np.asarray(backend.infer(x[i:i + step]), dtype=np.float32) for i in range(0, len(x), step)]
     if not parts:

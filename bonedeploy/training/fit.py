@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from bonedeploy.artefacts.card import ModelCard
+from bonedeploy.artefacts.operating_point import OperatingPoint
 from bonedeploy.artefacts.checkpoint import load_checkpoint, save_checkpoint
 from bonedeploy.errors import BonedeployError, ConfigError
 from bonedeploy.util.fs import write_json
@@ -64,11 +65,14 @@ def model_preprocess(model: str) -> PreprocessSpec:
 
 def train(cfg: TrainConfig, reporter: Reporter | None = None,
           spec: PreprocessSpec | None = None, data: TrainingData | None = None,
-          target_sensitivity: float | None = None) -> TrainResult:
+          target_sensitivity: float | None = None, force_calibration: bool = False) -> TrainResult:
     """Train one run. ``spec``: default the model's registry entry's (resumes keep their own).
     ``data``: already decoded images for this config's data/split settings (a sweep decodes once
     for all its runs); default: decode here. ``target_sensitivity``: choose best.pt's operating
-    point for it (default: argmax); the temperature is fitted either way."""
+    point for it (default: argmax); refused before training when the validation split has too
+    few positives. The temperature is fitted when the split is large enough, else T = 1 is kept
+    and the report says why. ``force_calibration`` (``--force``): fit both on any split, recorded
+    in the card."""
     from bonedeploy.eval.operating_point import validate_target
 
     validate_target(target_sensitivity)
@@ -97,14 +101,40 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None,
         check_sizes(len(data.y_train), len(data.y_val), cfg.batch_size, cfg.data)
     if resume is not None:
         st.check_same_data(resume["split"], data.split, last_path)
+    decision = DecisionPlan(target_sensitivity, force_calibration, _val_where(cfg, data))
+    decision.refuse_early(data)
     cfg = cfg.replace(device=rt.device.type, precision=rt.precision, channels_last=rt.channels_last)
     with configured(rt):
-        return _fit(cfg, rt, data, spec, out, resume, reporter, target_sensitivity)
+        return _fit(cfg, rt, data, spec, out, resume, reporter, decision)
+
+
+@dataclass(frozen=True)
+class DecisionPlan:
+    """What ``train`` fits on best.pt's validation logits once training is done."""
+
+    target: float | None = None
+    force: bool = False
+    where: str = "the validation split"
+    way_out: str = "Give the validation split more images (--val DIR, or a larger --val-fraction)"
+
+    def refuse_early(self, data: TrainingData) -> None:
+        """A target sensitivity on too few validation positives fails before any epoch runs."""
+        from bonedeploy.eval.calibration import decision_verdicts
+        from bonedeploy.eval.set_size import OPERATING_POINT, refuse_small
+
+        verdicts = decision_verdicts(data.y_val.numpy(), data.classes, self.target, self.where)
+        refuse_small([v for v in verdicts if v.fits == OPERATING_POINT], self.force, self.way_out)
+
+
+def _val_where(cfg: TrainConfig, data: TrainingData) -> str:
+    if cfg.val:
+        return f"the validation folder {cfg.val}"
+    return f"the validation split ({len(data.y_val)} images of {cfg.data})"
 
 
 def _fit(cfg: TrainConfig, rt: Runtime, data: TrainingData, spec: PreprocessSpec, out: Path,
          resume: dict[str, Any] | None, reporter: Reporter,
-         target_sensitivity: float | None = None) -> TrainResult:
+         decision: DecisionPlan | None = None) -> TrainResult:
     from bonedeploy.models import create_model
 
     torch.manual_seed(cfg.seed)
@@ -170,14 +200,14 @@ def _fit(cfg: TrainConfig, rt: Runtime, data: TrainingData, spec: PreprocessSpec
                                   f"continue with: bonedeploy train --resume {out}") from e
     finally:
         reporter.close()
-    report = _report(out, data, rt, eval_bs, target_sensitivity)
+    report = _report(out, data, rt, eval_bs, decision or DecisionPlan(), reporter)
     return TrainResult(out, cfg, best or {}, report, history)
 
 
-def _report(out: Path, data: TrainingData, rt: Runtime, eval_bs: int,
-            target_sensitivity: float | None = None) -> dict[str, Any]:
-    """Evaluate best.pt as saved (fp32, as export will see it), write the run's report, then fit
-    its temperature and operating point on the validation logits (written into best.pt's card)."""
+def _report(out: Path, data: TrainingData, rt: Runtime, eval_bs: int, decision: DecisionPlan,
+            reporter: Reporter) -> dict[str, Any]:
+    """Evaluate best.pt as saved (fp32, as export will see it), fit its temperature and operating
+    point on the validation logits (written into best.pt's card), then write the run's report."""
     from bonedeploy.artefacts.checkpoint import model_from_checkpoint
     from bonedeploy.training.report import write_report
 
@@ -188,21 +218,30 @@ def _report(out: Path, data: TrainingData, rt: Runtime, eval_bs: int,
     logits = {part: evaluate(model, x, y, batch_size=eval_bs, rt=fp32).logits.numpy()
               for part, x, y in (("train", x_tr, y_tr), ("val", x_va, y_va))}
     labels = {"train": y_tr.cpu().numpy(), "val": y_va.cpu().numpy()}
-    report = write_report(out, ckpt, logits, labels, paths={"val": data.val_paths})
-    report["decision"] = _calibrate_best(out, ckpt, logits["val"], labels["val"], target_sensitivity)
-    return report
+    decided = _calibrate_best(out, ckpt, logits["val"], labels["val"], decision)
+    for line in decided["notes"]:
+        reporter.warn(line)  # shown even with --quiet
+    op = decided["operating_point"]
+    reporter.message(f"temperature {decided['temperature']:.3f}"
+                     + ("" if decided["temperature_fitted"] else " (not fitted)")
+                     + f"; operating point: {OperatingPoint.from_dict(op).describe() if op else 'argmax'}")
+    return write_report(out, ckpt, logits, labels, paths={"val": data.val_paths}, decision=decided)
 
 
-def _calibrate_best(out: Path, ckpt: dict, val_logits, val_labels, target: float | None) -> dict[str, Any]:
+def _calibrate_best(out: Path, ckpt: dict, val_logits, val_labels, plan: DecisionPlan) -> dict[str, Any]:
     from bonedeploy.artefacts.checkpoint import card_from_checkpoint
     from bonedeploy.eval.calibration import apply_fit, fit_decision, write_calibration_report
 
     card = card_from_checkpoint(ckpt, str(out / st.BEST))
-    fit = fit_decision(val_logits, val_labels, card.classes, target, "the validation split")
+    fit = fit_decision(val_logits, val_labels, card.classes, plan.target, plan.where,
+                       force=plan.force, way_out=plan.way_out)
     save_checkpoint(out / st.BEST, {**ckpt, "card": apply_fit(card, fit).to_dict()})
     paths = write_calibration_report(out, fit, card.classes, card.model)
-    return {"temperature": fit.temperature, "operating_point": fit.operating_point.to_dict(),
-            "calibration": fit.calibration, "files": {k: p.name for k, p in paths.items()}}
+    op = fit.operating_point
+    return {"temperature": fit.temperature, "temperature_fitted": fit.temperature_fitted,
+            "operating_point": op.to_dict() if op else None, "calibration": fit.calibration,
+            "fitted_below_minimum": list(fit.forced), "notes": fit.notes(),
+            "files": {k: p.name for k, p in paths.items()}}
 
 
 def _save_best(out: Path, base: dict, state: dict, best: dict, history: list) -> None:

@@ -84,11 +84,14 @@ def build_report(ckpt: dict[str, Any], logits: dict[str, np.ndarray], labels: di
 
 
 def write_report(out: str | Path, ckpt: dict[str, Any], logits: dict[str, np.ndarray],
-                 labels: dict[str, np.ndarray], paths: dict[str, Sequence[str]] | None = None
-                 ) -> dict[str, Any]:
-    """Write report.json, report.md and curves.png into ``out``; returns the report dict."""
+                 labels: dict[str, np.ndarray], paths: dict[str, Sequence[str]] | None = None,
+                 decision: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Write report.json, report.md and curves.png into ``out``; returns the report dict.
+    ``decision``: the temperature and operating point fitted for best.pt (and why not)."""
     out = Path(out)
     report = build_report(ckpt, logits, labels, paths)
+    if decision is not None:
+        report["decision"] = decision
     write_json(out / "report.json", report)
     write_text(out / "report.md", render_markdown(report))
     plot_curves(ckpt.get("history") or [], report["saved_epoch"], out / "curves.png",
@@ -153,6 +156,7 @@ def render_markdown(r: dict[str, Any]) -> str:
         lines += [f"## Unreadable images left out (--skip-bad): {len(r['skipped_bad'])}", ""]
         lines += [f"- {b['path']}: {b['cause']}" for b in r["skipped_bad"]]
         lines.append("")
+    lines += _decision_lines(r.get("decision"))
     rt = r.get("runtime") or {}
     ver = r.get("versions") or {}
     lines += [
@@ -165,6 +169,23 @@ def render_markdown(r: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _decision_lines(d: dict[str, Any] | None) -> list[str]:
+    """How best.pt decides: its temperature and operating point, or why they were not fitted."""
+    if d is None:
+        return []
+    from bonedeploy.artefacts.operating_point import OperatingPoint
+
+    op = d.get("operating_point")
+    t = (f"T = {d['temperature']:.4f}" if d.get("temperature_fitted", True)
+         else "T = 1 (not fitted)")
+    lines = ["## Decision (stored in best.pt)", "", f"- temperature: {t}",
+             f"- operating point: {OperatingPoint.from_dict(op).describe() if op else 'not set (argmax)'}"]
+    lines += [f"- **{note}**" for note in d.get("notes") or []]
+    if (d.get("files") or {}).get("md"):
+        lines.append(f"- details: {d['files']['md']}")
+    return lines + [""]
 
 
 def _report_row(name: str, row: dict[str, float]) -> list[str]:

@@ -1,14 +1,17 @@
-"""Temperature scaling lowers NLL and ECE on an over-confident model; ``calibrate`` and
-``train --target-sensitivity`` store the fit in the checkpoint's card (atomically, with history)."""
+"""Temperature scaling lowers NLL and ECE on an over-confident model; below the minimum set sizes
+T stays 1 (and the operating point unset) with the reason, a target is refused and ``--force``
+is recorded; ``calibrate`` stores the fit in the checkpoint's card (atomically, with history)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from bonedeploy.eval.calibration import (brier, calibration_figures, expected_calibration_error,
+from bonedeploy.artefacts.card import ModelCard
+from bonedeploy.eval.calibration import (apply_fit, brier, calibration_figures, expected_calibration_error,
                                          fit_decision, fit_temperature, nll, plot_reliability)
 from bonedeploy.eval.decision import DecisionRule
+from bonedeploy.eval.set_size import MIN_OPERATING_POINT_POSITIVES, MIN_TEMPERATURE_PER_CLASS
 
 CLASSES = ("Fractured", "Normal")
 
@@ -71,6 +74,63 @@ def test_reliability_diagram_is_a_png(tmp_path):
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_a_split_below_the_temperature_minimum_keeps_t_1_and_says_why():
+    logits, y = overconfident(10, seed=3)  # the 10-image split of issue 23
+    fit = fit_decision(logits, y, CLASSES, None, "the validation split (10 images of data)")
+    counts = f"{(y == 0).sum()} Fractured and {(y == 1).sum()} Normal images"
+    assert fit.temperature == 1.0 and fit.operating_point is None and not fit.temperature_fitted
+    [note] = fit.notes()
+    assert "T = 1 kept" in note and counts in note and f"at least {MIN_TEMPERATURE_PER_CLASS}" in note
+    assert "the validation split (10 images of data)" in note and "calibration_min_set.py" in note
+    assert fit.calibration["fitted"] is False and fit.calibration["before"] == fit.calibration["after"]
+
+
+def test_the_minimum_is_of_each_class():
+    """At the minimum of each class T is fitted; one image short in either class, it is not."""
+    logits, y = overconfident(4 * MIN_TEMPERATURE_PER_CLASS, seed=4)
+    keep = np.r_[np.flatnonzero(y == 0)[:MIN_TEMPERATURE_PER_CLASS], np.flatnonzero(y == 1)[:MIN_TEMPERATURE_PER_CLASS]]
+    at = fit_decision(logits[keep], y[keep], CLASSES, None, "s")
+    assert at.temperature_fitted and at.notes() == [] and at.operating_point.is_argmax
+    assert at.temperature == pytest.approx(fit_temperature(logits[keep], y[keep]))
+    short = fit_decision(logits[keep[1:]], y[keep[1:]], CLASSES, None, "s")
+    assert not short.temperature_fitted and short.temperature == 1.0
+
+
+def test_a_target_on_too_few_positives_is_refused_and_force_records_it():
+    from bonedeploy.errors import DataError
+
+    logits, y = overconfident(600, seed=5)
+    keep = np.r_[np.flatnonzero(y == 0)[:MIN_OPERATING_POINT_POSITIVES - 1], np.flatnonzero(y == 1)[:200]]
+    with pytest.raises(DataError) as e:
+        fit_decision(logits[keep], y[keep], CLASSES, 0.95, "calib/", way_out="Pass --data DIR")
+    msg = str(e.value)
+    assert f"calib/ has {MIN_OPERATING_POINT_POSITIVES - 1} Fractured images" in msg
+    assert f"at least {MIN_OPERATING_POINT_POSITIVES} Fractured" in msg and "--data DIR" in msg and "--force" in msg
+    forced = fit_decision(logits[keep], y[keep], CLASSES, 0.95, "calib/", force=True)
+    assert forced.forced == ("temperature", "operating point")  # 29 positives: T is short too
+    assert forced.operating_point.fitted_below_minimum and "--force" in forced.operating_point.describe()
+    card = apply_fit(ModelCard(model="m"), forced)
+    assert card.fitted_below_minimum == ("temperature", "operating point")
+    assert ModelCard.from_props(card.to_props()).fitted_below_minimum == card.fitted_below_minimum
+
+
+def test_enough_positives_choose_the_operating_point_even_when_t_stays_1():
+    logits, y = overconfident(600, seed=6)
+    keep = np.r_[np.flatnonzero(y == 0)[:MIN_OPERATING_POINT_POSITIVES], np.flatnonzero(y == 1)[:40]]
+    fit = fit_decision(logits[keep], y[keep], CLASSES, 0.9, "s")
+    assert fit.temperature == 1.0 and fit.operating_point.threshold is not None
+    assert not fit.operating_point.fitted_below_minimum and fit.forced == ()
+    assert "T = 1 kept)" in fit.notes()[0]  # not "no operating point set"
+    card = apply_fit(ModelCard(model="m"), fit)
+    assert card.operating_point == fit.operating_point and card.temperature == 1.0 and card.calibration is None
+
+
+def test_a_fit_that_sets_nothing_leaves_the_card_alone():
+    logits, y = overconfident(10, seed=3)
+    card = ModelCard(model="m")
+    assert apply_fit(card, fit_decision(logits, y, CLASSES, None, "s")) is card
+
+
 def run_cli(args: list[str]) -> None:
     from bonedeploy.cli.app import main
 
@@ -79,7 +139,7 @@ def run_cli(args: list[str]) -> None:
     assert e.value.code in (0, None)
 
 
-# --- with torch: the calibrate command and train --target-sensitivity ------------------------
+# --- with torch: the calibrate command ---------------------------------------------------------
 @pytest.fixture()
 def checkpoint(tmp_path):
     pytest.importorskip("torch")
@@ -89,23 +149,45 @@ def checkpoint(tmp_path):
     return make_checkpoint(tmp_path / "run" / "best.pt", data_root=tree), tree
 
 
+def test_calibrate_refuses_a_small_split_before_writing_anything(checkpoint, capsys):
+    from bonedeploy.cli.app import main
+
+    ckpt, _ = checkpoint
+    before = ckpt.read_bytes()
+    with pytest.raises(SystemExit) as e:
+        main(["calibrate", str(ckpt), "--target-sensitivity", "0.9"])
+    err = capsys.readouterr().err
+    assert e.value.code == 1 and err.startswith("error: "), err
+    err = " ".join(err.split())  # the console wraps the one message
+    assert "the checkpoint's validation split" in err and "has 2 Fractured and 2 Normal images" in err
+    assert f"at least {MIN_TEMPERATURE_PER_CLASS} images of each class" in err
+    assert f"at least {MIN_OPERATING_POINT_POSITIVES} Fractured images" in err
+    assert "--data DIR" in err and "--force" in err
+    assert ckpt.read_bytes() == before and not (ckpt.parent / "calibration.md").exists()
+
+
 def test_calibrate_in_place_keeps_the_old_values_in_history(checkpoint, tmp_path):
     from bonedeploy.artefacts.checkpoint import card_from_checkpoint, load_checkpoint
     ckpt, tree = checkpoint
-    run_cli(["calibrate", str(ckpt), "--target-sensitivity", "0.9"])
+    run_cli(["calibrate", str(ckpt), "--target-sensitivity", "0.9", "--force"])  # 4 images: forced
     first = card_from_checkpoint(load_checkpoint(ckpt))
     assert first.operating_point.target_sensitivity == 0.9 and first.history == ()
     assert first.operating_point.n == 4 and "validation split" in first.operating_point.chosen_on
+    assert first.fitted_below_minimum == ("temperature", "operating point")
+    assert first.operating_point.fitted_below_minimum
     assert first.calibration["after"]["nll"] <= first.calibration["before"]["nll"] + 1e-9
     assert (ckpt.parent / "reliability.png").is_file() and (ckpt.parent / "calibration.md").is_file()
-    assert "same" in (ckpt.parent / "calibration.md").read_text()
-    run_cli(["calibrate", str(ckpt), "--data", str(tree)])
+    md = (ckpt.parent / "calibration.md").read_text()
+    assert "same" in md and "fitted below the minimum (--force)" in md
+    run_cli(["calibrate", str(ckpt), "--data", str(tree), "--force"])
     second = card_from_checkpoint(load_checkpoint(ckpt))
     assert second.operating_point.threshold is None and second.operating_point.n == 20
+    assert second.fitted_below_minimum == ("temperature",)
     assert len(second.history) == 1
     old = second.history[0]
     assert old["operating_point"] == first.operating_point.to_dict()
     assert old["temperature"] == first.temperature
+    assert old["fitted_below_minimum"] == ["temperature", "operating point"]
     assert not [p for p in ckpt.parent.iterdir() if p.name.endswith(".tmp")]
 
 
@@ -113,10 +195,26 @@ def test_calibrate_to_out_leaves_the_source_alone(checkpoint, tmp_path):
     from bonedeploy.artefacts.checkpoint import card_from_checkpoint, load_checkpoint
     ckpt, _ = checkpoint
     before = ckpt.read_bytes()
-    run_cli(["calibrate", str(ckpt), "--target-sensitivity", "1.0", "--out", str(tmp_path / "cal" / "c.pt")])
+    run_cli(["calibrate", str(ckpt), "--target-sensitivity", "1.0", "--out", str(tmp_path / "cal" / "c.pt"),
+             "--force"])
     assert ckpt.read_bytes() == before
     card = card_from_checkpoint(load_checkpoint(tmp_path / "cal" / "c.pt"))
     assert card.operating_point.sensitivity == 1.0
+
+
+def test_calibrate_on_a_set_at_the_minimum_needs_no_force(checkpoint, tmp_path):
+    from exportkit import make_tree
+
+    from bonedeploy.artefacts.checkpoint import card_from_checkpoint, load_checkpoint
+
+    ckpt, _ = checkpoint
+    big = make_tree(tmp_path / "calib", per_class=MIN_TEMPERATURE_PER_CLASS, seed=1)
+    run_cli(["calibrate", str(ckpt), "--data", str(big), "--target-sensitivity", "0.9"])
+    card = card_from_checkpoint(load_checkpoint(ckpt))
+    assert card.fitted_below_minimum == () and not card.operating_point.fitted_below_minimum
+    assert card.calibration["fitted"] and card.calibration["n"] == 2 * MIN_TEMPERATURE_PER_CLASS
+    assert card.operating_point.n_positive == MIN_TEMPERATURE_PER_CLASS
+    assert "below the minimum" not in (ckpt.parent / "calibration.md").read_text()
 
 
 def test_calibrate_without_the_split_images_says_what_to_do(checkpoint, tmp_path):
@@ -131,30 +229,22 @@ def test_calibrate_without_the_split_images_says_what_to_do(checkpoint, tmp_path
         calibrate_checkpoint(CalibrateConfig(ckpt))
 
 
-def test_train_with_a_target_sensitivity_stores_the_operating_point(tmp_path):
-    pytest.importorskip("torch")
-    from trainkit import make_folder, register_tiny
+def test_calibration_runs_the_models_through_the_parity_loop(checkpoint, monkeypatch):
+    """One batching loop for every artefact: calibration's logits come from ``backend_logits``."""
+    from bonedeploy.artefacts.checkpoint import card_from_checkpoint, load_checkpoint, model_from_checkpoint
+    from bonedeploy.eval import parity
+    from bonedeploy.eval.calibration import model_logits
 
-    from bonedeploy.artefacts.checkpoint import card_from_checkpoint, load_checkpoint
-    from bonedeploy.eval.decision import is_positive, positive_scores, rule_for
-    from bonedeploy.eval.operating_point import sensitivity_specificity
-    from bonedeploy.training import TrainConfig, train
+    calls = []
+    real = parity.backend_logits
+    monkeypatch.setattr(parity, "backend_logits", lambda b, x, **kw: calls.append(len(x)) or real(b, x, **kw))
+    ckpt, _ = checkpoint
+    raw = load_checkpoint(ckpt)
+    card, model = card_from_checkpoint(raw), model_from_checkpoint(raw)
+    x = np.random.default_rng(0).random((parity.PARITY_BATCH + 3, 1, 32, 32), dtype=np.float32)
+    got = model_logits(model, card, x)
+    assert calls == [len(x)] and got.shape == (len(x), 2)
+    import torch
 
-    data = make_folder(tmp_path / "data", per_class=10)
-    cfg = TrainConfig(model=register_tiny(), data=str(data), out=str(tmp_path / "run"), epochs=2,
-                      batch_size=4, workers=1, device="cpu", deterministic=True, save_every=0.0)
-    result = train(cfg, target_sensitivity=0.75)
-    card = card_from_checkpoint(load_checkpoint(result.best_path))
-    op = card.operating_point
-    assert op.target_sensitivity == 0.75 and op.n == 4 and op.threshold is not None
-    assert (result.out / "reliability.png").is_file()
-    assert result.report["decision"]["temperature"] == card.temperature
-    # on the split it was chosen on, the stored threshold reaches the target
-    from bonedeploy.artefacts.checkpoint import model_from_checkpoint
-    from bonedeploy.eval.calibration import calibration_inputs, model_logits
-
-    ckpt = load_checkpoint(result.best_path)
-    x, y, _ = calibration_inputs(ckpt, None, card, result.best_path)
-    rule = rule_for(card)
-    p = positive_scores(rule, model_logits(model_from_checkpoint(ckpt), card, x, result.best_path))
-    assert sensitivity_specificity(p, is_positive(y, rule), op.threshold)[0] >= 0.75
+    with torch.no_grad():
+        assert np.allclose(got, model.eval()(torch.from_numpy(x)).numpy(), atol=1e-5)
