@@ -69,8 +69,9 @@ def card_from_parameters(params: dict[str, Any], where: str) -> tuple[ModelCard,
 DEFAULT_NAME = "bonedeploy"
 DEFAULT_MAX_BATCH = 32  # for graphs with a free batch axis (no optimisation profile to cap it)
 # How long Triton holds a request to batch it with others: one truth for `serve`, the exported
-# repository and the remote client's docs. 20 ms fills batch 8 at 8 clients on 2 cores but adds
-# 20 ms to every lone request, for no better throughput (benchmarks/results/serve-*.md).
+# repository and the remote client's docs. 20 ms fills batch 8 at 8 clients on 2 cores (0.89x
+# in-process against 0.82x, in different windows of a shared machine) but adds 20 ms to every lone
+# request (benchmarks/results/serve-*.md).
 DEFAULT_QUEUE_DELAY_US = 1000
 KINDS = ("KIND_AUTO", "KIND_CPU", "KIND_GPU")
 DTYPES = ("TYPE_FP32", "TYPE_FP16", "TYPE_STRING", "TYPE_INT64")
