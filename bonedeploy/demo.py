@@ -17,6 +17,7 @@ from bonedeploy.errors import ConfigError, GateFailedError
 from bonedeploy.ui.markdown import pipe_table
 from bonedeploy.util.fs import write_json, write_text
 from bonedeploy.models.alexnet import SELECTED
+from bonedeploy.util.defaults import none_means_default
 
 Log = Callable[[str], None]
 
@@ -50,6 +51,7 @@ SIZES = {
 }
 
 
+@none_means_default  # None (the CLI's 'not given') means the default below
 @dataclass(frozen=True)
 class DemoConfig:
     out: Path = Path("bonedeploy-demo")

@@ -15,7 +15,7 @@ from bonedeploy.errors import ConfigError
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory) -> tuple[Path, dict, str]:
     out = tmp_path_factory.mktemp("demo") / "d"
-    res = CliRunner().invoke(app, ["demo", "--size", "tiny", "--device", "cpu", "--out", str(out), "--quiet"])
+    res = CliRunner().invoke(app, ["demo", "--size", "tiny", "--device", "cpu", "--out", str(out)])
     assert res.exit_code == 0, res.output
     return out, json.loads((out / "summary.json").read_text()), res.output
 

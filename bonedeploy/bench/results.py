@@ -17,6 +17,7 @@ from bonedeploy.bench.timing import (
     TimingStats,
 )
 from bonedeploy.errors import ConfigError, DataError
+from bonedeploy.util.defaults import none_means_default
 
 
 class InputsError(DataError):
@@ -26,6 +27,7 @@ MODES = ("compute", "e2e", "both")
 RESULT_FORMAT = "bonedeploy.bench/1"
 
 
+@none_means_default  # None (the CLI's 'not given') means the default below
 @dataclass
 class BenchConfig:
     artefacts: list[Path] = field(default_factory=list)

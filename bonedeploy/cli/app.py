@@ -1,5 +1,7 @@
-"""The ``bonedeploy`` command line: an adapter. Each command lives in ``bonedeploy/commands/``,
-builds a typed config from its options and calls one library function.
+"""The ``bonedeploy`` command line: an adapter. Each command lives in ``bonedeploy/cli/commands/``,
+builds a typed config from its options and calls one library function. Options shared by several
+commands are declared once, in ``options``; ``command.BonedeployCommand`` gives every command the
+same help rendering, ``--debug`` and refusal of repeated options.
 
 Command modules must import cheaply (no torch at module level): ``infer`` on an ONNX file runs on
 machines without torch.
@@ -8,7 +10,6 @@ machines without torch.
 from __future__ import annotations
 
 import importlib
-import os
 import sys
 import traceback
 
@@ -17,7 +18,9 @@ from rich.console import Console
 from rich.markup import escape
 
 from bonedeploy import __version__
-from bonedeploy.cli.options import set_argv
+from bonedeploy.cli import options
+from bonedeploy.cli.command import BonedeployCommand
+from bonedeploy.cli.options import DEBUG_ENV, debug_requested, set_argv  # noqa: F401 (re-exported)
 from bonedeploy.errors import BonedeployError
 
 app = typer.Typer(
@@ -52,32 +55,24 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
-DEBUG_ENV = "BONEDEPLOY_DEBUG"
-_state = {"debug": False}
-
-
 @app.callback()
 def _root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                  help="Print the version and exit."),
-    debug: bool = typer.Option(False, "--debug", help=f"On an error, print the full traceback with "
-                               f"its causes instead of one line (or set {DEBUG_ENV}=1)."),
+    debug: bool = options.debug(),
 ) -> None:
     """bonedeploy: the seed's bone-radiograph classifiers, from training to a deployed engine."""
-    _state["debug"] = debug
-
-
-def debug_requested() -> bool:
-    return _state["debug"] or os.environ.get(DEBUG_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+    if debug:
+        options.set_debug(True)
 
 
 for _name, _module in COMMANDS:
     _mod = importlib.import_module(f"bonedeploy.cli.commands.{_module}")
-    app.command(_name, **getattr(_mod, "COMMAND_KWARGS", {}))(_mod.command)
+    app.command(_name, cls=BonedeployCommand, **getattr(_mod, "COMMAND_KWARGS", {}))(_mod.command)
 
 
 def main(argv: list[str] | None = None) -> None:
-    _state["debug"] = False
+    options.set_debug(False)
     set_argv(argv)
     try:
         app(args=argv)

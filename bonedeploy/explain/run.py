@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 import numpy as np
 
 from bonedeploy.errors import ArtefactError, BonedeployError, ConfigError, DataError
+from bonedeploy.util.defaults import none_means_default
 
 if TYPE_CHECKING:
     from bonedeploy.artefacts.card import ModelCard
@@ -137,6 +138,7 @@ def explainer_for(path: str | Path, layer: str | None = None) -> Explainer:
                       f"{', '.join(s for c in EXPLAINERS for s in c.suffixes)}")
 
 
+@none_means_default  # None (the CLI's 'not given') means the default below
 @dataclass(frozen=True)
 class ExplainConfig:
     engine: Path

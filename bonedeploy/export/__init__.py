@@ -9,4 +9,11 @@ Modules: ``onnx`` (torch -> fp32 ONNX, checks, metadata), ``precision`` (fp16, i
 (the shared types), ``gate`` (parity of every file through the backends), ``from_checkpoint``
 (the one function the CLI calls) and ``from_onnx`` (the engine half). File names and the engine sidecar
 are on-disk contracts shared with the runtime: they live in ``bonedeploy.artefacts``.
+
+``export_config(source, profile, **overrides)`` merges a profile with the caller's settings, as
+``bonedeploy export --profile`` does: ``run_export(export_config("best.pt", "edge-cpu"))``.
 """
+
+from bonedeploy.export.profiles import export_config
+
+__all__ = ["export_config"]

@@ -22,6 +22,7 @@ from bonedeploy.errors import ConfigError
 from bonedeploy.eval.parity import GATES, Gate, ParitySet
 from bonedeploy.export.onnx import DEFAULT_OPSET, validate_opset
 from bonedeploy.export.tensorrt import DEFAULT_WORKSPACE_MB, BatchProfile
+from bonedeploy.util.defaults import none_means_default
 
 REPORT_NAME = "export.json"
 ENGINE_REPORT_NAME = "export-engine.json"
@@ -29,6 +30,7 @@ REPORT_FORMAT = "bonedeploy.export/1"
 Log = Callable[[str], None]
 
 
+@none_means_default  # None (the CLI's 'not given') means the default below
 @dataclass
 class ExportConfig:
     source: Path

@@ -23,9 +23,11 @@ from bonedeploy.errors import ArtefactError, ConfigError, DataError
 from bonedeploy.data.labels import folder_labels, read_labels_csv
 from bonedeploy.infer.predictions import PredictionStore, path_key
 from bonedeploy.ui.progress import Progress
+from bonedeploy.util.defaults import none_means_default
 INPUT_CHANNELS = 1  # bonedeploy infer feeds grayscale radiographs: N x 1 x H x W
 
 
+@none_means_default  # None (the CLI's 'not given') means the default below
 @dataclass(frozen=True)
 class InferConfig:
     engine: Path

@@ -13,10 +13,12 @@ import numpy as np
 
 from bonedeploy.errors import ConfigError
 from bonedeploy.serve.loadgen import LoadResult, closed_loop, server_batch_counts
+from bonedeploy.util.defaults import none_means_default
 
 Log = Callable[[str], None]
 
 
+@none_means_default  # None (the CLI's 'not given') means the default below
 @dataclass(frozen=True)
 class RemoteBenchConfig:
     engine: str

@@ -37,6 +37,7 @@ from bonedeploy.artefacts.triton import (
     check_model_name,
     resolve_max_batch,
 )
+from bonedeploy.util.defaults import none_means_default
 
 Log = Callable[[str], None]
 LOOPBACK = "127.0.0.1"
@@ -48,6 +49,7 @@ class ServeError(BonedeployError):
     """The server could not start or stopped unexpectedly."""
 
 
+@none_means_default  # None (the CLI's 'not given') means the default below
 @dataclass(frozen=True)
 class ServeConfig:
     engine: Path

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from bonedeploy.errors import ConfigError
+from bonedeploy.util.defaults import none_means_default
 
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -24,6 +25,7 @@ RESUME_MUTABLE = frozenset(
 )
 
 
+@none_means_default  # None (the CLI's 'not given') means the default below
 @dataclass(frozen=True)
 class TrainConfig:
     model: str | None = None

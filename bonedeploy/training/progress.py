@@ -1,4 +1,5 @@
-"""How a run reports itself: rich live progress, one plain line per epoch (``--quiet``), or nothing.
+"""How a run reports itself: rich live progress, one plain line per epoch (logs), only its
+warnings (``--quiet``), or nothing.
 
 The trainer only calls these hooks; it never prints. Bars go through ``bonedeploy.ui.progress``.
 """
@@ -27,6 +28,10 @@ class Reporter:
     def message(self, text: str) -> None:
         pass
 
+    def warn(self, text: str) -> None:
+        """Something the user must see even with ``--quiet`` (e.g. a calibration not fitted)."""
+        self.message(f"warning: {text}")
+
     def decode_progress(self) -> Progress:
         """Where the image decoder reports (``bonedeploy.ui.progress``); the no-op here."""
         return Progress()
@@ -44,8 +49,18 @@ class Reporter:
         pass
 
 
+class QuietReporter(Reporter):
+    """``--quiet``: the warnings only (on stdout, where the other reporters print them too)."""
+
+    def __init__(self, stream: TextIO | None = None):
+        self.stream = stream or sys.stdout
+
+    def warn(self, text: str) -> None:
+        print(f"warning: {text}", file=self.stream, flush=True)
+
+
 class LineReporter(Reporter):
-    """``--quiet``: one line per epoch, flushed, for logs; no bar."""
+    """One line per epoch, flushed, for logs; no bar."""
 
     def __init__(self, stream: TextIO | None = None):
         self.stream = stream or sys.stdout
@@ -73,7 +88,7 @@ class RichReporter(Reporter):
         return self.bars.bar() if self.bars is not None else Progress()
 
     def message(self, text: str) -> None:
-        self.console.print(text, highlight=False)
+        self.console.print(text, highlight=False, soft_wrap=True)  # a log line is never re-wrapped
 
     def decode_progress(self) -> Progress:
         return self._bar()
@@ -87,7 +102,7 @@ class RichReporter(Reporter):
         self._batches.update(done)
 
     def epoch(self, rec: dict[str, Any], epochs: int, best: dict[str, Any] | None) -> None:
-        self.console.print(epoch_line(rec, epochs, best), highlight=False)
+        self.console.print(epoch_line(rec, epochs, best), highlight=False, soft_wrap=True)
         live = (f"train {rec['train_acc']:.3f}/{rec['train_loss']:.3f}  "
                 f"val {rec['val_acc']:.3f}/{rec['val_loss']:.3f}")
         if best:

@@ -19,6 +19,7 @@ from typing import Any, Callable
 from bonedeploy.errors import ConfigError
 from bonedeploy.util.fs import write_json
 from bonedeploy.training.results import RESULT_COLUMNS, result_row, write_results
+from bonedeploy.util.defaults import none_means_default
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -41,6 +42,7 @@ class SweepRun:
     options: dict[str, Any]  # TrainConfig fields
 
 
+@none_means_default  # None (the CLI's 'not given') means the default below
 @dataclass(frozen=True)
 class SweepConfig:
     recipe: str

@@ -29,15 +29,21 @@ def test_without_debug_the_error_is_one_line(bad_engine, capsys, monkeypatch):
     assert err.strip().startswith("error: ") and "onnxruntime cannot load it" in err
 
 
-@pytest.mark.parametrize("how", ["flag", "env"])
+@pytest.mark.parametrize("how", ["flag", "flag after the command", "env"])
 def test_debug_prints_the_traceback_with_its_cause(bad_engine, capsys, monkeypatch, how):
     if how == "env":
         monkeypatch.setenv("BONEDEPLOY_DEBUG", "1")
         args = bad_engine
     else:
         monkeypatch.delenv("BONEDEPLOY_DEBUG", raising=False)
-        args = ["--debug", *bad_engine]
+        args = ["--debug", *bad_engine] if how == "flag" else [*bad_engine, "--debug"]
     code, err = run(args, capsys)
     assert code == 1 and "Traceback (most recent call last)" in err
     assert "The above exception was the direct cause of the following exception" in err  # the cause
     assert "ArtefactError" in err and err.rstrip().splitlines()[-1].startswith("error: ")
+
+
+def test_debug_does_not_outlive_its_run(bad_engine, capsys, monkeypatch):
+    monkeypatch.delenv("BONEDEPLOY_DEBUG", raising=False)
+    assert "Traceback" in run([*bad_engine, "--debug"], capsys)[1]
+    assert "Traceback" not in run(bad_engine, capsys)[1]

@@ -115,6 +115,22 @@ def test_a_failed_engine_build_is_one_line_on_the_terminal_and_whole_in_the_repo
     assert (out / "model.onnx").is_file() and not (out / "model.trt").exists()
 
 
+def test_quiet_prints_the_report_line_only(run_dir, capsys):
+    out = run_dir / "out-quiet"
+    code, stdout, err = run_cli(["export", run_dir / "run" / "best.pt", "-o", out, "--precision", "fp32",
+                                 "--no-trt", "-q"], capsys)
+    assert code == 0 and err == ""
+    assert stdout.splitlines() == [f"report: {out / 'export.json'}"]
+
+
+def test_an_option_beats_the_profile(run_dir, capsys):
+    out = run_dir / "out-profile-override"
+    code, stdout, _ = run_cli(["export", run_dir / "run" / "best.pt", "-o", out, "--profile", "edge-cpu",
+                               "--precision", "fp32", "-q"], capsys)
+    assert code == 0, stdout
+    assert listing(out) == ["export.json", "model.onnx"]  # edge-cpu alone writes int8 only
+
+
 def _bad_checkpoints(tmp_path):
     import torch
 
@@ -181,41 +197,7 @@ def test_help_lists_the_options(capsys):
     assert code == 0
 
 
-def test_profiles_parse_and_match_their_purpose():
-    from bonedeploy.export.profiles import available_profiles, load_profile
-
-    assert set(available_profiles()) >= {"edge-cpu", "jetson", "server-gpu"}
-    edge, jetson, server = (load_profile(n) for n in ("edge-cpu", "jetson", "server-gpu"))
-    assert edge["precision"] == "int8" and edge["trt"] is False
-    assert jetson["engine_from"] == "fp16" and int(jetson["batch"].split(",")[2]) <= 8
-    assert server["engine_from"] == "fp16" and server["batch"].split(",")[2] == "128"
-
-
 PROFILES = {"edge-cpu", "jetson", "server-gpu"}
-
-
-def test_profiles_ship_in_the_package_whatever_the_current_directory(tmp_path, monkeypatch):
-    from bonedeploy.export.profiles import available_profiles, load_profile
-
-    monkeypatch.chdir(tmp_path)  # empty: no ./export, no repository around
-    found = available_profiles()
-    assert set(found) == PROFILES
-    assert all(Path(str(f)).parent.parts[-3:] == ("bonedeploy", "export", "profiles") for f in found.values())
-    assert load_profile("edge-cpu")["precision"] == "int8"
-
-
-def test_a_profile_in_the_current_directory_overrides_by_name(tmp_path, monkeypatch):
-    from bonedeploy.export.profiles import available_profiles, load_profile
-
-    (tmp_path / "export").mkdir()
-    (tmp_path / "export" / "jetson.toml").write_text('precision = ["fp16"]\nbatch = [1, 2, 4]\n')
-    (tmp_path / "export" / "lab.toml").write_text('trt = false\n')
-    monkeypatch.chdir(tmp_path)
-    assert set(available_profiles()) == PROFILES | {"lab"}
-    jetson = load_profile("jetson")
-    assert (jetson["precision"], jetson["batch"]) == ("fp16", "1,2,4")
-    assert jetson["path"] == str(tmp_path / "export" / "jetson.toml")
-    assert load_profile("server-gpu")["batch"].endswith(",128")  # the others stay packaged
 
 
 @pytest.mark.slow

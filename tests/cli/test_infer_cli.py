@@ -64,7 +64,8 @@ def test_a_bad_image_exits_3_unless_tolerated(model, imgs, tmp_path, capsys):
     (["--backend", "tflite"], "unknown backend 'tflite'; valid backends:"),
 ])
 def test_run_failures_exit_1_with_one_line(model, imgs, tmp_path, capsys, args, message):
-    base = ["infer", "-e", str(model), str(imgs), "-o", str(tmp_path / "p.csv"), "-j", "0"]
+    engine = [] if "-e" in args else ["-e", str(model)]  # a repeated option is refused, not overridden
+    base = ["infer", *engine, str(imgs), "-o", str(tmp_path / "p.csv"), "-j", "0"]
     code, _, err = run_cli(base + args, capsys)
     assert code == 1 and message in " ".join(err.split()) and "Traceback" not in err
     assert not (tmp_path / "p.csv").exists()

@@ -54,12 +54,12 @@ def test_train_then_resume_quiet(cli, data, tmp_path):
     r = cli("train", data, "--model", TINY, "--epochs", "2", "--out", out, "--device", "cpu",
             "--workers", "1", "--quiet")
     assert r.returncode == 0, r.stderr
-    lines = r.stdout.splitlines()
-    assert [ln.split()[1] for ln in lines if ln.startswith("epoch ")] == ["1/2", "2/2"]
-    assert f"{TINY}: saved epoch" in lines[-1] and "95% CI" in lines[-1]
+    *warnings, last = r.stdout.splitlines()  # --quiet: warnings and the final line, no epoch lines
+    assert all(w.startswith("warning: ") for w in warnings), warnings
+    assert f"{TINY}: saved epoch" in last and "/2, val accuracy" in last and "95% CI" in last
     assert {"best.pt", "last.pt", "report.md", "curves.png", "metrics.json"} <= {
         p.name for p in out.iterdir()}
-    r = cli("train", "--resume", out, "--epochs", "3", "--quiet", "--workers", "1")
+    r = cli("train", "--resume", out, "--epochs", "3", "--workers", "1")  # plain lines when not a terminal
     assert r.returncode == 0, r.stderr
     assert [ln.split()[1] for ln in r.stdout.splitlines() if ln.startswith("epoch ")] == ["3/3"]
     r = cli("train", data, "--model", TINY, "--out", out, "--quiet")
@@ -80,6 +80,8 @@ def test_rich_progress_mode_runs(cli, data, tmp_path):
     (["--batch-size", "64"], "fewer than the batch size 64"),
     (["--classes", "Fractured"], "two or more"),
     (["--dropout", "0.3", "--model", "vgg8"], "--dropout applies to: alexnet_d05"),
+    # 8 images per class: 2 validation positives, far below the operating point's minimum
+    (["--target-sensitivity", "0.95"], "has 2 Fractured images; an operating point needs at least 30"),
 ])
 def test_refusals_are_one_line_and_write_nothing(cli, data, tmp_path, args, message):
     if args[:2] == ["--device", "cuda"] and torch.cuda.is_available():
@@ -92,6 +94,24 @@ def test_refusals_are_one_line_and_write_nothing(cli, data, tmp_path, args, mess
     errors = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert len(errors) == 1 and errors[0].startswith("error: ") and message in errors[0], r.stderr
     assert not out.exists()
+
+
+def test_small_split_console_says_why_t_is_1_and_force_fits_it(cli, data, tmp_path):
+    r = cli("train", data, "--model", TINY, "--epochs", "1", "--out", tmp_path / "a", "--device", "cpu",
+            "--workers", "1", "--quiet")
+    assert r.returncode == 0, r.stderr
+    [why] = [ln for ln in r.stdout.splitlines() if ln.startswith("warning: ")]  # --quiet keeps warnings
+    assert "temperature not fitted (T = 1 kept and no operating point set)" in why
+    assert "has 2 Fractured and 2 Normal images" in why and "at least 75 images of each class" in why
+    r = cli("train", data, "--model", TINY, "--epochs", "1", "--out", tmp_path / "b", "--device", "cpu",
+            "--workers", "1", "--quiet", "--target-sensitivity", "0.95", "--force")
+    assert r.returncode == 0, r.stderr
+    assert "warning: temperature fitted below the minimum (--force)" in r.stdout
+    assert "warning: operating point fitted below the minimum (--force)" in r.stdout
+    r = cli("train", data, "--model", TINY, "--epochs", "1", "--out", tmp_path / "c", "--device", "cpu",
+            "--workers", "1")  # without --quiet: the decision line too
+    assert r.returncode == 0, r.stderr
+    assert "temperature 1.000 (not fitted); operating point: argmax" in r.stdout
 
 
 def test_missing_class_folder_and_missing_data(cli, tmp_path):

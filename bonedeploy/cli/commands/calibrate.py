@@ -6,19 +6,18 @@ from pathlib import Path
 
 import typer
 
+from bonedeploy.cli import options as opts
+
 COMMAND_KWARGS = {"no_args_is_help": True}
 
 
 def command(
     checkpoint: Path = typer.Argument(..., help="A bonedeploy checkpoint (best.pt)."),
-    data: Path = typer.Option(None, "--data", help="A labelled image folder (one sub-folder per class) "
-                              "to fit on, instead of the validation split recorded in the checkpoint."),
-    target_sensitivity: float = typer.Option(None, "--target-sensitivity", help="Choose the highest "
-                                             "threshold on calibrated p(Fractured) whose sensitivity "
-                                             "is >= S, e.g. 0.95 [default: argmax]."),
-    out: Path = typer.Option(None, "--out", "-o", help="Write the calibrated checkpoint here "
-                             "[default: rewrite CHECKPOINT in place, atomically; the old values go "
-                             "to the card's history]."),
+    data: Path = opts.data("to fit on, instead of the validation split recorded in the checkpoint"),
+    target_sensitivity: float = opts.target_sensitivity(),
+    out: Path = opts.out("Write the calibrated checkpoint here (default: rewrite CHECKPOINT in place, "
+                         "atomically; the old values go to the card's history)."),
+    force: bool = opts.force("the calibration set"),
 ) -> None:
     """Fit temperature scaling (NLL) and choose the operating point; store both in the card.
 
@@ -29,9 +28,11 @@ def command(
 
     from bonedeploy.eval.calibration import CalibrateConfig, calibrate_checkpoint
 
-    result = calibrate_checkpoint(CalibrateConfig(checkpoint, data, target_sensitivity, out))
+    result = calibrate_checkpoint(CalibrateConfig(checkpoint, data, target_sensitivity, out, force))
     c, op = result.fit.calibration, result.fit.operating_point
     console = Console()
+    for note in result.fit.notes():
+        console.print(f"warning: {note}", highlight=False, soft_wrap=True)
     console.print(f"temperature {result.fit.temperature:.4f} on {c['n']} images ({c['fitted_on']})",
                   highlight=False, soft_wrap=True)
     for k in ("nll", "ece", "brier"):

@@ -4,24 +4,27 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import typer
 from rich.console import Console
 from rich.markup import escape
 
+from bonedeploy.cli import options as opts
+from bonedeploy.cli.options import lib, option
 from bonedeploy.ui.tables import print_markdown
 
 
+_DEMO = "bonedeploy.demo"
+
+
 def command(
-    out: Path = typer.Option(Path("bonedeploy-demo"), "--out", "-o", help="Folder for everything."),
-    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda (training)."),
-    size: str = typer.Option(None, "--size",
-                             help="gpu (seed schedule) | cpu (short schedule) | tiny (smoke test); "
-                                  "default from the device."),
-    epochs: int = typer.Option(None, "--epochs", help="Override the schedule's epochs."),
-    difficulty: str = typer.Option("easy", "--difficulty", help="Synthetic fracture subtlety: easy | medium | hard."),
-    seed: int = typer.Option(0, "--seed"),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out folder."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="One line per step and epoch."),
+    out: Path = opts.out("Folder for everything.", lib(_DEMO, "DemoConfig.out")),
+    device: str = opts.device(lib(_DEMO, "DemoConfig.device")),
+    size: str = option("--size", help="gpu (the seed's schedule), cpu (a short one) or tiny (a smoke test) "
+                       "(default: gpu with a CUDA GPU, else cpu)."),
+    epochs: int = opts.epochs("override the schedule's"),
+    difficulty: str = opts.difficulty(lib(_DEMO, "DemoConfig.difficulty")),
+    seed: int = opts.seed("images, weights and batch order", lib(_DEMO, "DemoConfig.seed")),
+    overwrite: bool = opts.overwrite("an existing --out folder"),
+    quiet: bool = opts.quiet(),
 ) -> None:
     """The main job on synthetic radiographs: synth, train, export, infer, score, bench.
 
@@ -31,13 +34,19 @@ def command(
     from bonedeploy.demo import DemoConfig, run_demo
 
     console = Console()
+    say = Console(quiet=quiet)  # everything but the errors and the final line
     config = DemoConfig(out=out, device=device, size=size, epochs=epochs, difficulty=difficulty,
                         seed=seed, overwrite=overwrite, quiet=quiet)
-    result = run_demo(config, log=lambda m: console.print(f"[bold cyan]{escape(m)}[/]", highlight=False),
-                      console=console)
-    console.rule("bonedeploy demo summary")
-    print_summary(console, (result.out / "summary.md").read_text())
-    console.print(f"summary: {escape(str(result.summary_path))}", highlight=False)
+    reporter = None
+    if quiet:
+        from bonedeploy.training import QuietReporter
+
+        reporter = QuietReporter()  # no epoch lines; warnings still shown
+    result = run_demo(config, log=lambda m: say.print(f"[bold cyan]{escape(m)}[/]", highlight=False),
+                      reporter=reporter, console=say)
+    say.rule("bonedeploy demo summary")
+    print_summary(say, (result.out / "summary.md").read_text())
+    console.print(f"summary: {escape(str(result.summary_path))}", highlight=False, soft_wrap=True)
 
 
 def print_summary(console: Console, summary_md: str) -> None:

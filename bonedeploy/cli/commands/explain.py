@@ -6,25 +6,30 @@ from pathlib import Path
 
 import typer
 
+from bonedeploy.cli import options as opts
+from bonedeploy.cli.options import lib, option
+
 COMMAND_KWARGS = {"no_args_is_help": True}
+_EXPLAIN = "bonedeploy.explain.run"
 
 
 def command(
     engine: Path = typer.Argument(..., help="best.pt (pytorch-grad-cam) or model.explain.onnx "
                                   "(in-graph map; no torch needed)."),
     inputs: list[Path] = typer.Argument(..., help="Image files and/or folders.", show_default=False),
-    out: Path = typer.Option(..., "--out", "-o", help="Folder for <stem>.npy and <stem>.png."),
-    layer: str = typer.Option(None, "--layer", help="Target layer (module name) [default: the family's: "
-                              "alexnet 14 = last conv block, vgg the last ReLU, resnet layers]."),
-    target: str = typer.Option("predicted", "--target", help="predicted (the decision at the operating "
-                               "point) or a class name, e.g. Fractured."),
-    threshold: float = typer.Option(None, "--threshold", help="Decide at this calibrated p(Fractured) "
-                                    "instead of the card's operating point."),
-    batch_size: int = typer.Option(8, "--batch-size", "-b", help="Images per model call."),
+    out: Path = opts.out("Folder for <stem>.npy and <stem>.png.", required=True),
+    layer: str = option("--layer", help="Target layer (module name) (default: the family's: alexnet 14 = "
+                        "last conv block, vgg the last ReLU, resnet layers)."),
+    target: str = option("--target", help="predicted (the decision at the operating point) or a class "
+                         "name, e.g. Fractured.", default_from=lib(_EXPLAIN, "ExplainConfig.target")),
+    threshold: float = opts.threshold(),
+    batch_size: int = opts.batch_size("images per model call", lib(_EXPLAIN, "ExplainConfig.batch_size")),
 ) -> None:
-    """Write a Grad-CAM map (float32 H x W in [0, 1], .npy) and an overlay (.png, labelled with the
-    decision and the calibrated probability) per image. Unreadable images are reported; the others
-    go on (exit 3 when some failed)."""
+    """Grad-CAM maps and labelled overlays: where the model looked, one pair per image.
+
+    Writes a map (float32 H x W in [0, 1], .npy) and an overlay (.png, labelled with the decision
+    and the calibrated probability) per image. Unreadable images are reported; the others go on
+    (exit 3 when some failed)."""
     from rich.console import Console
     from rich.markup import escape
 

@@ -7,10 +7,11 @@ from typing import Any
 
 import typer
 
-from bonedeploy.cli.options import default_of
-from bonedeploy.infer.run import InferConfig
+from bonedeploy.cli import options as opts
+from bonedeploy.cli.options import lib, option
 
-# typer keeps a docstring's line breaks, so each paragraph is one string here.
+_INFER = "bonedeploy.infer.run"
+# One string per paragraph; "\b" keeps a paragraph's own lines (bonedeploy.cli.command).
 HELP = "\n\n".join([
     "Classify radiographs with an exported model (.onnx, .trt/.engine/.plan) or a .pt checkpoint.",
     "Inputs are image files and folders (searched recursively, sorted). Every image gets one row in "
@@ -23,7 +24,7 @@ HELP = "\n\n".join([
     "When the images sit in class-named folders (Fractured/, Normal/) or --labels is given, "
     "accuracy (95% CI), sensitivity, specificity, F1, ROC AUC and the confusion matrix are printed "
     "and saved to <out stem>.metrics.json.",
-    "Exit codes:\n"
+    "\bExit codes:\n"
     "0  every image ok\n"
     "3  some images failed (more than --max-error-rate; their rows say why)\n"
     "1  the run itself failed (missing or incompatible engine, no inputs, bad option)",
@@ -35,60 +36,59 @@ def command(
     engine: Path = typer.Option(..., "--engine", "-e", help="model.onnx, model.xml (OpenVINO IR), "
                                 "model.trt, best.pt, or a Triton server's model: grpc://HOST:PORT/NAME "
                                 "or http://HOST:PORT/NAME."),
-    backend: str = typer.Option("auto", "--backend", help="auto, torch, onnxruntime, openvino, "
-                                "tensorrt or triton. auto: the runtime recorded by `bench --select` in "
-                                "<engine>.runtime.json, else by the engine's suffix (onnxruntime "
-                                "for .onnx)."),
+    backend: str = opts.backend("auto, torch, onnxruntime, openvino, tensorrt or triton",
+                                "auto: the runtime `bench --select` recorded in <engine>.runtime.json, "
+                                "else by the engine's suffix (onnxruntime for .onnx).",
+                                lib("bonedeploy.backends.select", "AUTO")),
     backend_option: list[str] = typer.Option(None, "--backend-option", help="KEY=VALUE passed to "
                                              "the backend, repeatable (e.g. threads=2, hint=latency "
                                              "for openvino)."),
-    provider: str = typer.Option(None, "--provider", help="onnxruntime execution provider, e.g. cpu, "
-                                 "cuda, tensorrt (default: the best available)."),
-    device: str = typer.Option(None, "--device", help="auto, cpu or cuda."),
-    precision: str = typer.Option(None, "--precision", help=".pt only: fp32 or fp16 (CUDA)."),
-    cuda_graph: bool = typer.Option(False, "--cuda-graph", help=".pt on CUDA only: replay a CUDA "
-                                    "graph captured for --batch-size."),
-    batch_size: int = typer.Option(default_of(InferConfig, "batch_size"), "--batch-size", "-b",
-                                   help="Images per model call.", show_default=True),
-    out: Path = typer.Option(default_of(InferConfig, "out"), "--out", "-o", help="preds.csv or preds.json.",
-                             show_default=True),
-    workers: int = typer.Option(None, "--workers", "-j", help="Decoder processes (default: cores - 1; "
-                                "0 decodes in the main process)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue: skip images already in --out or its .partial (failed ones too: delete their rows to retry)."),
-    threshold: float = typer.Option(None, "--threshold", help="Predict Fractured when calibrated "
-                                    "p(Fractured) >= T (default: the operating point stored in the "
-                                    "model card; argmax when it has none)."),
-    labels: Path = typer.Option(None, "--labels", help="CSV with columns path,label for metrics."),
-    max_error_rate: float = typer.Option(default_of(InferConfig, "max_error_rate"), "--max-error-rate",
-                                         help="Share of failed images tolerated before exit code 3.",
-                                         show_default=True),
-    explain: Path = typer.Option(None, "--explain", help="Write Grad-CAM maps (.npy) and overlays "
-                                 "(.png) here for the images decided Fractured, in the same pass "
-                                 "(needs a .pt, a model.explain.onnx, or one beside the engine)."),
-    explain_all: bool = typer.Option(False, "--explain-all", help="With --explain: every image."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary."),
-    remote_decode: bool = typer.Option(False, "--remote-decode", help="grpc:// or http:// engines: send "
-                                       "the files' bytes and let the server decode them (NAME_file)."),
+    provider: str = opts.provider(),
+    device: str = opts.device(),
+    precision: str = opts.precision(".pt only, fp32 or fp16 (CUDA)"),
+    cuda_graph: bool = option("--cuda-graph", default=False, help=".pt on CUDA only: replay a CUDA graph "
+                              "captured for --batch-size."),
+    batch_size: int = opts.batch_size("images per model call", lib(_INFER, "InferConfig.batch_size")),
+    out: Path = opts.out("preds.csv or preds.json (the suffix chooses).", lib(_INFER, "InferConfig.out")),
+    workers: int = opts.workers("decode the images", "default: cores - 1; 0 decodes in the main process"),
+    resume: bool = option("--resume", default=False, help="Continue: skip images already in --out or its "
+                          ".partial (failed ones too: delete their rows to retry)."),
+    threshold: float = opts.threshold(),
+    labels: Path = option("--labels", help="CSV with columns path,label for metrics."),
+    max_error_rate: float = option("--max-error-rate", help="Share of failed images tolerated before exit "
+                                   "code 3.", default_from=lib(_INFER, "InferConfig.max_error_rate")),
+    explain: Path = option("--explain", help="Write Grad-CAM maps (.npy) and overlays (.png) here for the "
+                           "images decided Fractured, in the same pass (needs a .pt, a model.explain.onnx, "
+                           "or one beside the engine)."),
+    explain_all: bool = option("--explain-all", default=False, help="With --explain: every image."),
+    dicom_sr: Path = typer.Option(None, "--dicom-sr", help="Also write a DICOM Structured Report "
+                                  "(TID 1500: finding, probability, operating point, model) for each "
+                                  "DICOM input, named <SOP Instance UID>.sr.dcm, here (the [dicom] extra)."),
+    quiet: bool = opts.quiet(),
+    remote_decode: bool = option("--remote-decode", default=False, help="grpc:// or http:// engines: send "
+                                 "the files' bytes and let the server decode them (NAME_file)."),
 ) -> None:
     from rich.console import Console
 
     from bonedeploy.backends.select import check_requested
-    from bonedeploy.infer.run import run_inference
+    from bonedeploy.infer.run import InferConfig, run_inference
 
     config = InferConfig(
-        engine=engine, inputs=tuple(inputs), out=out, backend=check_requested(backend),
+        engine=engine, inputs=tuple(inputs), out=out, backend=backend and check_requested(backend),
         backend_settings=parse_backend_options(backend_option or []), provider=provider,
         device=device, precision=precision, cuda_graph=cuda_graph, batch_size=batch_size,
         workers=workers, resume=resume, threshold=threshold, labels=labels,
         max_error_rate=max_error_rate, remote_decode=remote_decode, explain=explain,
-        explain_all=explain_all)
+        explain_all=explain_all, dicom_sr=dicom_sr)
     from bonedeploy.ui.progress import progress_bar
 
     with progress_bar(Console(stderr=True, quiet=quiet), unit="img") as progress:
         result = run_inference(config, progress=progress)
-    if not quiet:
+    if quiet:
+        print(summary_line(result))  # the final line
+    else:
         print_summary(Console(), result)
-    code = result.exit_code(max_error_rate)
+    code = result.exit_code(config.max_error_rate)
     if code:
         raise typer.Exit(code)
 
@@ -108,14 +108,18 @@ def parse_backend_options(items: list[str]) -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
+def summary_line(r) -> str:
+    return (f"{r.total} images: {r.ok} ok, {len(r.errors)} failed"
+            + (f", {r.resumed} resumed from {r.out}" if r.resumed else "")
+            + f"; {r.processed} run in {r.seconds:.1f} s ({r.images_per_s:.1f} images/s)"
+            + f" with {r.backend.get('backend')} -> {r.out}")
+
+
 def print_summary(console, result) -> None:
     from rich.markup import escape
 
     r = result
-    console.print(f"{r.total} images: {r.ok} ok, {len(r.errors)} failed"
-                  + (f", {r.resumed} resumed from {r.out}" if r.resumed else "")
-                  + f"; {r.processed} run in {r.seconds:.1f} s ({r.images_per_s:.1f} images/s)"
-                  + f" with {r.backend.get('backend')} -> {r.out}")
+    console.print(summary_line(r))
     if r.decision:
         d = r.decision
         console.print(f"decision: {d['rule']} ({d['threshold_source']}; temperature {d['temperature']:.3g})",
@@ -128,6 +132,8 @@ def print_summary(console, result) -> None:
         console.print(f"  ... and {len(r.errors) - 10} more (see {escape(str(r.out))})")
     if r.explained:
         console.print(f"explained {r.explained} images -> {escape(str(r.explain_dir))}", highlight=False)
+    if r.reports:
+        console.print(f"wrote {r.reports} DICOM structured reports", highlight=False)
     for note in r.notes:  # one line each, never re-wrapped: notes carry commands to copy
         console.print(f"note: {escape(note)}", highlight=False, soft_wrap=True)
     if r.extra_rows:

@@ -6,28 +6,41 @@ from pathlib import Path
 
 import typer
 
+from bonedeploy.cli import options as opts
+from bonedeploy.cli.options import lib, option
+
 COMMAND_KWARGS = {"no_args_is_help": True}
+
+
+_SERVE = "bonedeploy.serve.server"
 
 
 def command(
     engine: Path = typer.Argument(..., help="model.onnx, model.trt/.engine/.plan or best.pt.", show_default=False),
-    name: str = typer.Option("bonedeploy", "--name", help="Model name: NAME takes tensors, NAME_file file bytes."),
-    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (0.0.0.0: every interface; "
-                             "Triton has no authentication, see the README's Serve section)."),
-    http_port: int = typer.Option(8000, "--http-port", help="HTTP/REST (KServe v2) port."),
-    grpc_port: int = typer.Option(8001, "--grpc-port", help="gRPC port."),
-    metrics_port: int = typer.Option(8002, "--metrics-port", help="Prometheus metrics port."),
-    max_batch: int = typer.Option(None, "--max-batch", help="Dynamic batching's largest batch "
-                                  "[default: the engine profile's max, else 32]; capped by the profile."),
-    max_queue_delay_us: int = typer.Option(1000, "--max-queue-delay-us", help="How long a request may "
-                                           "wait for others to batch with."),
-    instances: int = typer.Option(1, "--instances", help="Model instances (processes) per model."),
-    max_request_mb: float = typer.Option(64.0, "--max-request-mb", help="Largest file or tensor request "
-                                         "accepted; larger ones get an error status."),
-    backend: str = typer.Option(None, "--backend", help="torch, onnxruntime, openvino or tensorrt (default: by suffix)."),
-    device: str = typer.Option(None, "--device", help="auto, cpu or cuda."),
-    provider: str = typer.Option(None, "--provider", help="onnxruntime execution provider (cpu, cuda, tensorrt)."),
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show Triton's own log."),
+    name: str = opts.name(lib(_SERVE, "ServeConfig.name")),
+    host: str = opts.host(lib(_SERVE, "ServeConfig.host"), "Triton has no authentication: see "
+                          "docs/serving.md."),
+    http_port: int = option("--http-port", help="HTTP/REST (KServe v2) port.",
+                            default_from=lib(_SERVE, "ServeConfig.http_port")),
+    grpc_port: int = option("--grpc-port", help="gRPC port.", default_from=lib(_SERVE, "ServeConfig.grpc_port")),
+    metrics_port: int = option("--metrics-port", help="Prometheus metrics port.",
+                               default_from=lib(_SERVE, "ServeConfig.metrics_port")),
+    max_batch: int = option("--max-batch", help="Dynamic batching's largest batch (default: the engine "
+                            "profile's max, else the export batch profile's); capped by the profile."),
+    max_queue_delay_us: int = option("--max-queue-delay-us", help="How long a request may wait for others "
+                                     "to batch with, in microseconds.",
+                                     default_from=lib(_SERVE, "ServeConfig.max_queue_delay_us")),
+    instances: int = option("--instances", help="Model instances (processes) per model.",
+                            default_from=lib(_SERVE, "ServeConfig.instances")),
+    max_request_mb: float = option("--max-request-mb", help="Largest file or tensor request accepted; "
+                                   "larger ones get an error status.",
+                                   default_from=lib(_SERVE, "ServeConfig.max_request_mb")),
+    backend: str = opts.backend("torch, onnxruntime, openvino or tensorrt",
+                                "Default: as `infer --backend auto` chooses (the record `bench --select` "
+                                "wrote beside the engine, else by its suffix)."),
+    device: str = opts.device(),
+    provider: str = opts.provider(),
+    verbose: bool = option("--verbose", "-v", default=False, help="Show Triton's own log."),
 ) -> None:
     """Serve a model on NVIDIA Triton (the tritonserver bundled with nvidia-pytriton).
 

@@ -6,9 +6,12 @@ from pathlib import Path
 
 import typer
 
+from bonedeploy.cli import options as opts
+from bonedeploy.cli.options import lib, option
 from bonedeploy.errors import ConfigError
 
 COMMAND_KWARGS = {"no_args_is_help": True}
+_SWEEP = "bonedeploy.training.sweep"
 
 
 def parse_only(text: str | None) -> tuple[str, ...] | None:
@@ -25,36 +28,33 @@ def command(
                                   show_default=False),
     data: Path = typer.Argument(..., help="Image folder with Fractured/ and Normal/.",
                                 show_default=False),
-    out: Path = typer.Option(Path("runs"), "--out", "-o", help="One folder per run is made here, "
-                             "plus results.md / results.csv."),
-    val: Path = typer.Option(None, "--val", help="A separate validation folder (default: the "
-                             "seeded 8:2 split of DATA)."),
-    epochs: int = typer.Option(None, "--epochs", help="Train every run for N epochs (quick checks)."),
-    epochs_scale: float = typer.Option(None, "--epochs-scale", help="Scale every run's epochs, "
-                                       "e.g. 0.1 (at least 1)."),
-    only: str = typer.Option(None, "--only", help="Comma-separated run names to train."),
-    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
-    precision: str = typer.Option(None, "--precision", help="auto | fp32 | bf16 (default: auto)."),
-    batch_size: int = typer.Option(None, "--batch-size", "-b", help="Override every run's batch size."),
-    skip_bad: bool = typer.Option(False, "--skip-bad", help="Leave unreadable images out."),
-    workers: int = typer.Option(None, "--workers", help="Image-decoding processes."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="One plain line per epoch (for logs)."),
+    out: Path = opts.out("One folder per run is made here, plus results.md / results.csv.",
+                         lib(_SWEEP, "SweepConfig.out")),
+    val: Path = opts.val(),
+    epochs: int = opts.epochs("every run trains this many (quick checks)"),
+    epochs_scale: float = option("--epochs-scale", help="Scale every run's epochs, e.g. 0.1 (at least 1)."),
+    only: str = option("--only", help="Run names to train, comma-separated.", comma_list=True),
+    device: str = opts.device(lib(_SWEEP, "SweepConfig.device")),
+    precision: str = opts.precision("auto, fp32 or bf16, for every run (default: the recipe's, else auto)"),
+    batch_size: int = opts.batch_size("images per training step, for every run (default: the recipe's)"),
+    skip_bad: bool = opts.skip_bad(),
+    workers: int = opts.workers("decode the images", "default: all cores"),
+    quiet: bool = opts.quiet(),
 ) -> None:
     """Train every run of a sweep recipe and write the seed's results table beside ours.
 
     Finished runs are skipped and interrupted ones resumed; OUT/results.md and results.csv hold
     the seed's table format with the seed's numbers beside ours."""
-    from bonedeploy.training.sweep import SweepConfig, run_sweep
-    from bonedeploy.training import LineReporter, RichReporter
     from bonedeploy.cli.options import invocation
+    from bonedeploy.training import LineReporter, QuietReporter, RichReporter
+    from bonedeploy.training.sweep import SweepConfig, run_sweep
 
     cfg = SweepConfig(
-        recipe=str(recipe), data=str(data), out=str(out), val=str(val) if val else None,
+        recipe=str(recipe), data=str(data), out=out and str(out), val=str(val) if val else None,
         epochs=epochs, epochs_scale=epochs_scale, only=parse_only(only), device=device,
         precision=precision, batch_size=batch_size, skip_bad=skip_bad, workers=workers,
         quiet=quiet, command=invocation(),
     )
-    line = LineReporter()
-    result = run_sweep(cfg, reporter_for=lambda name: line if quiet else RichReporter(),
-                       log=line.message)
-    line.message(f"results: {result.out / 'results.md'}, {result.out / 'results.csv'}")
+    line = QuietReporter() if quiet else LineReporter()
+    result = run_sweep(cfg, reporter_for=lambda name: line if quiet else RichReporter(), log=line.message)
+    print(f"results: {result.out / 'results.md'}, {result.out / 'results.csv'}")  # the final line

@@ -7,30 +7,36 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from bonedeploy.cli import options as opts
+from bonedeploy.cli.options import lib, option
 from bonedeploy.errors import BackendUnavailableError
+
+_SYNTH = "bonedeploy.data.synth.config"
 
 
 def command(
     out: Path = typer.Argument(..., help="Output folder: gets Fractured/, Normal/, synth.json."),
-    n: int = typer.Option(200, "--n", help="Labelled images to write."),
-    seed: int = typer.Option(0, "--seed", help="Same seed, same bytes."),
-    difficulty: str = typer.Option("easy", "--difficulty",
-                                   help="How subtle breaks are: easy, medium, hard."),
-    test_n: int = typer.Option(0, "--test-n",
-                               help="Also write unlabelled OUT/test/ + OUT/test_answers.csv."),
-    image_format: str = typer.Option("png", "--format", help="png or jpeg."),
-    bit_depth: int = typer.Option(8, "--bit-depth", help="8, or 16 (grayscale PNG only)."),
-    rgb: bool = typer.Option(False, "--rgb", help="Write 3-channel images (gray in RGB)."),
-    fractured_fraction: float = typer.Option(0.5, "--fractured-fraction",
-                                             help="Share of Fractured images."),
-    min_size: int = typer.Option(380, "--min-size", help="Smallest image side, px."),
-    max_size: int = typer.Option(640, "--max-size", help="Largest image side, px."),
-    workers: int = typer.Option(None, "--workers", help="Processes (default: all usable cores)."),
-    overwrite: bool = typer.Option(False, "--overwrite",
-                                   help="Replace a previous synth output in OUT."),
-    contact_sheet: Path = typer.Option(None, "--contact-sheet",
-                                       help="Also save a labelled grid of examples to this PNG."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary."),
+    n: int = option("--n", help="Labelled images to write.", default_from=lib(_SYNTH, "SynthConfig.n")),
+    seed: int = opts.seed("same seed, same bytes", lib(_SYNTH, "SynthConfig.seed")),
+    difficulty: str = opts.difficulty(lib(_SYNTH, "SynthConfig.difficulty")),
+    test_n: int = option("--test-n", help="Also write unlabelled OUT/test/ + OUT/test_answers.csv.",
+                         default_from=lib(_SYNTH, "SynthConfig.test_n")),
+    image_format: str = option("--format", help="png, jpeg or dicom (DX instances, 3 per study, made-up "
+                               "patients, deterministic UIDs).",
+                               default_from=lib(_SYNTH, "SynthConfig.image_format")),
+    bit_depth: int = option("--bit-depth", help="8, or 16 (grayscale PNG only).",
+                            default_from=lib(_SYNTH, "SynthConfig.bit_depth")),
+    rgb: bool = option("--rgb", default=False, help="Write 3-channel images (gray in RGB)."),
+    fractured_fraction: float = option("--fractured-fraction", help="Share of Fractured images.",
+                                       default_from=lib(_SYNTH, "SynthConfig.fractured_fraction")),
+    min_size: int = option("--min-size", help="Smallest image side, px.",
+                           default_from=lib(_SYNTH, "SynthConfig.min_size")),
+    max_size: int = option("--max-size", help="Largest image side, px.",
+                           default_from=lib(_SYNTH, "SynthConfig.max_size")),
+    workers: int = opts.workers("render the images", "default: all usable cores"),
+    overwrite: bool = opts.overwrite("a previous synth output in OUT"),
+    contact_sheet: Path = option("--contact-sheet", help="Also save a labelled grid of examples to this PNG."),
+    quiet: bool = opts.quiet(),
 ) -> None:
     """Generate synthetic lateral elbow radiographs (Fractured / Normal) for demos and tests."""
     try:
@@ -44,17 +50,17 @@ def command(
                          image_format=image_format, bit_depth=bit_depth, rgb=rgb,
                          fractured_fraction=fractured_fraction, min_size=min_size,
                          max_size=max_size)
-    console = Console(quiet=quiet)
-    summary = _generate(console, generate_dataset, out, config, workers, overwrite)
+    summary = _generate(Console(quiet=quiet), generate_dataset, out, config, workers, overwrite)
     counts = ", ".join(f"{k} {v}" for k, v in summary["counts"].items())
     test = f", test {summary['test_n']} (key: {summary['answers']})" if summary["test_n"] else ""
-    console.print(f"wrote {out}: {counts}{test} in {summary['elapsed_s']:.1f} s "
-                  f"({summary['images_per_s']:.1f} images/s, {summary['workers']} workers)")
+    line = (f"wrote {out}: {counts}{test} in {summary['elapsed_s']:.1f} s "
+            f"({summary['images_per_s']:.1f} images/s, {summary['workers']} workers)")
     if contact_sheet is not None:
         from bonedeploy.data.synth.contact_sheet import save_contact_sheet
 
-        save_contact_sheet(contact_sheet, seed=seed)
-        console.print(f"contact sheet: {contact_sheet}")
+        save_contact_sheet(contact_sheet, seed=config.seed)
+        line += f"; contact sheet {contact_sheet}"
+    Console().print(line, soft_wrap=True)  # the final line, --quiet or not: never re-wrapped
 
 
 def _generate(console: Console, generate, out, config, workers, overwrite) -> dict:

@@ -6,9 +6,12 @@ from pathlib import Path
 
 import typer
 
+from bonedeploy.cli import options as opts
+from bonedeploy.cli.options import lib, option
 from bonedeploy.errors import ConfigError
 
 COMMAND_KWARGS = {"no_args_is_help": True}
+_TRAIN = "bonedeploy.training.config"
 
 
 def parse_classes(text: str | None) -> tuple[str, ...] | None:
@@ -24,56 +27,52 @@ def parse_classes(text: str | None) -> tuple[str, ...] | None:
 def command(
     data: Path = typer.Argument(None, help="Image folder with one sub-folder per class "
                                 "(Fractured/, Normal/). Optional with --resume.", show_default=False),
-    model: str = typer.Option(None, "--model", "-m", help="Registered model (see `bonedeploy models`); "
-                              "default: the seed's selected alexnet_d08_wd1e-3."),
-    out: Path = typer.Option(None, "--out", "-o", help="Run folder (default: runs/MODEL)."),
-    val: Path = typer.Option(None, "--val", help="A separate validation image folder instead of the "
-                             "seeded stratified split of DATA."),
-    epochs: int = typer.Option(None, "--epochs", help="Total epochs (default: the seed's for this model)."),
-    lr: float = typer.Option(None, "--lr", help="Adam learning rate (default 1e-4)."),
-    batch_size: int = typer.Option(None, "--batch-size", "-b", help="Batch size (default 32)."),
-    weight_decay: float = typer.Option(None, "--weight-decay", "--wd", help="L2 weight decay λ "
-                                       "(default: the seed's for this model)."),
-    dropout: float = typer.Option(None, "--dropout", help="Dropout (AlexNet variants only)."),
-    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
-    precision: str = typer.Option("auto", "--precision", help="auto (bf16 autocast on CUDA and on "
-                                  "CPUs with native bf16, e.g. AVX512_BF16; else fp32) | fp32 | bf16."),
-    seed: int = typer.Option(0, "--seed", help="Seed for weight init, batch order, flips, dropout."),
-    split_seed: int = typer.Option(0, "--split-seed", help="Seed of the stratified train/val split."),
-    val_fraction: float = typer.Option(0.2, "--val-fraction", help="Share of each class held out."),
-    classes: str = typer.Option(None, "--classes", help="Comma-separated class folders (default: "
-                                "Fractured,Normal when both exist, else every folder)."),
-    skip_bad: bool = typer.Option(False, "--skip-bad", help="Leave unreadable images out (they are "
-                                  "listed in the checkpoint and report) instead of stopping."),
-    resume: Path = typer.Option(None, "--resume", help="Continue the run in this folder from last.pt "
-                                "(with --epochs N to extend it)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a finished run in --out."),
-    channels_last: bool = typer.Option(None, "--channels-last/--no-channels-last",
-                                       help="Memory format (default: channels_last on CUDA).",
-                                       show_default=False),
-    deterministic: bool = typer.Option(False, "--deterministic", help="Deterministic kernels "
-                                       "(reproducible, slower on the GPU; implies fp32 with auto)."),
-    precise_bn: bool = typer.Option(False, "--precise-bn", help="Re-estimate BatchNorm statistics "
-                                    "on the training set before each evaluation (short schedules; "
-                                    "the seed did not)."),
-    eval_train: bool = typer.Option(True, "--eval-train/--no-eval-train", help="Evaluate the "
-                                    "training set in eval mode after each epoch (the seed's train "
-                                    "accuracy); off: keep the training pass's own figures (faster)."),
-    workers: int = typer.Option(None, "--workers", help="Image-decoding processes (default: all cores)."),
-    save_every: float = typer.Option(30.0, "--save-every", help="Seconds between checkpoint writes; "
-                                     "the last epoch always writes."),
-    target_sensitivity: float = typer.Option(None, "--target-sensitivity", help="Choose the operating "
-                                             "point: the highest threshold on calibrated p(Fractured) "
-                                             "whose validation sensitivity is >= S, e.g. 0.95 "
-                                             "[default: argmax]."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="One plain line per epoch (for logs)."),
+    model: str = option("--model", "-m", help="Registered model (see `bonedeploy models`).",
+                        default_from=lib("bonedeploy.models.alexnet", "SELECTED")),
+    out: Path = opts.out("Run folder (default: runs/MODEL)."),
+    val: Path = opts.val(),
+    epochs: int = opts.epochs("total (default: the seed's for this model)"),
+    lr: float = option("--lr", help="Adam learning rate (default: the seed's for this model)."),
+    batch_size: int = opts.batch_size("images per training step (default: the seed's for this model)"),
+    weight_decay: float = option("--weight-decay", "--wd", help="L2 weight decay λ (default: the seed's "
+                                 "for this model)."),
+    dropout: float = option("--dropout", help="Dropout (AlexNet variants only; default: the model's)."),
+    device: str = opts.device(lib(_TRAIN, "TrainConfig.device")),
+    precision: str = opts.precision("auto (bf16 autocast on CUDA and on CPUs with native bf16, e.g. "
+                                    "AVX512_BF16; else fp32), fp32 or bf16", lib(_TRAIN, "TrainConfig.precision")),
+    seed: int = opts.seed("weight init, batch order, flips, dropout", lib(_TRAIN, "TrainConfig.seed")),
+    split_seed: int = option("--split-seed", help="Seed of the stratified train/val split.",
+                             default_from=lib(_TRAIN, "TrainConfig.split_seed")),
+    val_fraction: float = option("--val-fraction", help="Share of each class held out.",
+                                 default_from=lib(_TRAIN, "TrainConfig.val_fraction")),
+    classes: str = option("--classes", help="Class folders, comma-separated (default: Fractured,Normal "
+                          "when both exist, else every folder).", comma_list=True),
+    skip_bad: bool = opts.skip_bad(),
+    resume: Path = option("--resume", help="Continue the run in this folder from last.pt (with --epochs N "
+                          "to extend it)."),
+    overwrite: bool = opts.overwrite("a finished run in --out"),
+    channels_last: bool = option("--channels-last/--no-channels-last", show_default=False,
+                                 help="Memory format (default: channels_last on CUDA)."),
+    deterministic: bool = option("--deterministic", default=False, help="Deterministic kernels "
+                                 "(reproducible, slower on the GPU; implies fp32 with auto)."),
+    precise_bn: bool = option("--precise-bn", default=False, help="Re-estimate BatchNorm statistics on "
+                              "the training set before each evaluation (short schedules; the seed did not)."),
+    eval_train: bool = option("--eval-train/--no-eval-train", help="Evaluate the training set in eval "
+                              "mode after each epoch (the seed's train accuracy); off: keep the training "
+                              "pass's own figures (faster).", default_from=lib(_TRAIN, "TrainConfig.eval_train")),
+    workers: int = opts.workers("decode the images", "default: all cores"),
+    save_every: float = option("--save-every", help="Seconds between checkpoint writes; the last epoch "
+                               "always writes.", default_from=lib(_TRAIN, "TrainConfig.save_every")),
+    target_sensitivity: float = opts.target_sensitivity(),
+    force: bool = opts.force("the validation split"),
+    quiet: bool = opts.quiet(),
 ) -> None:
     """Train one seed variant; keep the best-validation weights in OUT/best.pt with a report.
 
     Writes OUT/best.pt, last.pt (resume state), metrics.json, curves.png, report.md/json, and
     calibration.md/json + reliability.png (temperature and operating point, stored in best.pt).
     """
-    from bonedeploy.training import LineReporter, RichReporter, TrainConfig, train
+    from bonedeploy.training import QuietReporter, RichReporter, TrainConfig, train
 
     if data is None and resume is None:
         raise ConfigError("missing DATA: an image folder with Fractured/ and Normal/ sub-folders "
@@ -88,15 +87,13 @@ def command(
         workers=workers,
         save_every=save_every, overwrite=overwrite,
     )
-    reporter = LineReporter() if quiet else RichReporter()
-    result = train(config, reporter, target_sensitivity=target_sensitivity)
-    decision = result.report.get("decision")
-    if decision:
-        from bonedeploy.artefacts.operating_point import OperatingPoint
-
-        op = OperatingPoint.from_dict(decision["operating_point"])
-        reporter.message(f"temperature {decision['temperature']:.3f}; operating point: {op.describe()}")
-    reporter.message(summary_line(result.report, result.out))
+    reporter = QuietReporter() if quiet else RichReporter()
+    result = train(config, reporter, target_sensitivity=target_sensitivity, force_calibration=force)
+    line = summary_line(result.report, result.out)
+    if quiet:
+        print(line)  # the final line
+    else:
+        reporter.message(line)
 
 
 def summary_line(report: dict, out: Path) -> str:

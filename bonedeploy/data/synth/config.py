@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from bonedeploy.errors import ConfigError
+from bonedeploy.util.defaults import none_means_default
 
 SYNTH_FORMAT = "bonedeploy.synth/1"
 
@@ -52,6 +53,7 @@ def _choices(values) -> str:
     return ", ".join(str(v) for v in values)
 
 
+@none_means_default  # None (the CLI's 'not given') means the default below
 @dataclass(frozen=True)
 class SynthConfig:
     """One synthetic dataset: ``n`` labelled images (+ ``test_n`` unlabelled) from ``seed``."""

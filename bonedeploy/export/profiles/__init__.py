@@ -3,7 +3,8 @@
 
 A TOML file of the same name in ``./export/`` (the current directory) overrides a packaged one,
 and adds new names; a path to any ``.toml`` file works as well as a name. A profile sets defaults
-for ``bonedeploy export`` options; options given on the command line win.
+for an export; what the caller gives (``export_config``'s overrides, the command line's options)
+wins, and what neither sets is ``ExportConfig``'s own default.
 Keys (all optional): ``description``, ``precision`` (list or "fp32,fp16"), ``trt`` (bool),
 ``engine_from``, ``batch`` ([min, opt, max] or "1,8,32"), ``workspace_mb``, ``opset``.
 """
@@ -12,14 +13,18 @@ from __future__ import annotations
 
 from importlib.resources import files
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from bonedeploy.errors import ConfigError
 
 if TYPE_CHECKING:
     from importlib.abc import Traversable  # importlib.resources.abc from Python 3.11
 
+    from bonedeploy.export.results import ExportConfig
+
 KEYS = ("description", "precision", "trt", "engine_from", "batch", "workspace_mb", "opset")
+# Profile key -> the ExportConfig field it sets (the others are named alike).
+FIELDS = {"precision": "precisions"}
 SUFFIX = ".toml"
 
 
@@ -78,3 +83,45 @@ def _read_toml(path: Traversable) -> dict[str, Any]:
             return tomllib.load(fh)
     except (OSError, tomllib.TOMLDecodeError) as e:
         raise ConfigError(f"{path}: not a readable TOML profile ({e})") from e
+
+
+def export_config(source: str | Path, profile: str | None = None, *,
+                  gates: Mapping[str, Mapping[str, float]] | None = None, **overrides: Any) -> ExportConfig:
+    """The ``ExportConfig`` for ``source``: ``profile``'s settings (a name or a .toml path), then
+    ``overrides`` (ExportConfig fields; None means not given), then ``gates`` ({precision: {Gate
+    field: value}}) over the default parity gates.
+
+    ``precisions`` may be "fp32,int8" or a sequence, ``batch`` "1,8,32", a sequence or a
+    BatchProfile: the forms a profile and a command line use.
+    """
+    from dataclasses import fields
+
+    from bonedeploy.eval.parity import GATES
+    from bonedeploy.export.results import ExportConfig
+    from bonedeploy.export.tensorrt import BatchProfile
+
+    valid = {f.name for f in fields(ExportConfig)} - {"source", "gates"}
+    unknown = sorted(set(overrides) - valid)
+    if unknown:
+        raise ConfigError(f"export_config: unknown settings {unknown}; valid: {', '.join(sorted(valid))}")
+    prof = load_profile(profile) if profile else {}
+    settings = {FIELDS.get(k, k): v for k, v in prof.items() if k not in ("description", "path")}
+    settings.update({k: v for k, v in overrides.items() if v is not None})
+    if settings.get("precisions") is not None:
+        settings["precisions"] = _names(settings["precisions"])
+    if settings.get("batch") is not None and not isinstance(settings["batch"], BatchProfile):
+        settings["batch"] = BatchProfile.parse(_text(settings["batch"]))
+    merged = dict(GATES)
+    for prec, changes in (gates or {}).items():
+        if prec not in merged:
+            raise ConfigError(f"no parity gate for precision {prec!r}; valid: {', '.join(merged)}")
+        merged[prec] = merged[prec].with_(**{k: v for k, v in changes.items() if v is not None})
+    return ExportConfig(source=Path(source), gates=merged, **settings)
+
+
+def _names(value: str | Sequence[str]) -> tuple[str, ...]:
+    return tuple(s.strip().lower() for s in _text(value).split(",") if s.strip())
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else ",".join(map(str, value))
