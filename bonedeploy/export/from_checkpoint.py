@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,7 @@ def _export_checkpoint(config: ExportConfig, log: Log) -> ExportResult:
     from bonedeploy.eval.parity import select_parity_set
     from bonedeploy.export import precision as prec
 
+    t0 = time.perf_counter()
     src, where = config.source, str(config.source)
     ckpt = load_checkpoint(src)
     model = model_from_checkpoint(ckpt, where)
@@ -70,6 +72,7 @@ def _export_checkpoint(config: ExportConfig, log: Log) -> ExportResult:
             cand = gate.onnx_cpu_logits(staged[p], inputs)
             result.files.append(gate.gate_file(staged[p], "onnx", p, ref, cand, card.classes, config.gates,
                                                decision=rule_for(card)))
+        _repair_failed(config, result, staged, cards, calib, ref, stage, log, time.perf_counter() - t0)
         for f in result.files:  # all or nothing: rename into place only once every file exists
             final = out_dir / onnx_filename(f.precision)
             os.replace(f.path, final)
@@ -106,10 +109,39 @@ def _write_variants(config: ExportConfig, model: Any, card, calib, stage: Path, 
     del fp32
     if "int8" in config.precisions:
         log(f"quantising to int8 (QDQ, {len(calib.files)} calibration images) ...")
-        int8 = prec.to_int8(staged["fp32"], cards["fp32"], calib)
+        int8 = _int8_builder(staged, cards, calib, stage).build()
         cards["int8"] = ox.read_card(int8)
         staged["int8"] = _stage(ox, int8, stage, "int8", config.source)
     return staged, cards
+
+
+def _int8_builder(staged: dict[str, Path], cards: dict[str, Any], calib, stage: Path):
+    """One builder per export: the repair reuses its pre-processed graph and calibrated ranges."""
+    from bonedeploy.export.precision import Int8Builder
+
+    work = stage / "int8-work"
+    work.mkdir(exist_ok=True)
+    return Int8Builder(staged["fp32"], cards["fp32"], calib, work)
+
+
+def _repair_failed(config: ExportConfig, result: ExportResult, staged, cards, calib, ref, stage: Path,
+                   log: Log, elapsed: float) -> None:
+    """A file that failed its gate, in a precision ``config.repair`` covers, is replaced by the
+    cheapest repair that passes (``export.mixed``); the search is recorded either way. The
+    searches share ``time_ratio`` x the ``elapsed`` time of the export so far."""
+    from bonedeploy.export.mixed import repairer_for
+
+    ratio = config.repair.time_ratio
+    deadline = None if ratio is None else time.perf_counter() + ratio * elapsed
+    for i, f in enumerate(result.files):
+        if f.passed or f.precision not in config.repair.precisions:
+            continue
+        repairer, first = repairer_for(f.precision, staged, cards, calib, ref, config.gates, stage, log,
+                                       _int8_builder)
+        left = None if deadline is None else max(0.0, deadline - time.perf_counter())
+        outcome, kept = repairer.run(f, first, config.repair, left)
+        kept.repair = outcome.to_dict()
+        result.files[i] = kept
 
 
 def _stage(ox, proto, stage: Path, precision: str, src: Path) -> Path:

@@ -56,9 +56,13 @@ def export_fp32(model: Any, card: ModelCard, opset: int = DEFAULT_OPSET) -> "onn
             external_data=False, optimize=True, verbose=False,
         )
     proto = program.model_proto
+    from bonedeploy.export.layermap import CARD_KEY, module_outputs
+
+    layers = module_outputs(proto)  # before the scope metadata is stripped (``bonedeploy compare``)
     strip_debug_info(proto)
     card = card.with_(precision="fp32", extra={**card.extra, "opset": opset,
-                                                "exporter": f"torch.onnx dynamo (torch {torch.__version__})"})
+                                                "exporter": f"torch.onnx dynamo (torch {torch.__version__})",
+                                                CARD_KEY: layers})
     set_card(proto, card)
     return proto
 

@@ -3,15 +3,18 @@
 tensor. TensorRT builds them strongly typed.
 
 int8 choices: QDQ format (what TensorRT's explicit quantisation reads, and what onnxruntime's CPU
-EP fuses into integer kernels), per-channel symmetric int8 weights, symmetric int8 activations
-(TensorRT requires zero points of 0), float biases (TensorRT cannot dequantize int32 ones), MinMax
-calibration on preprocessed training images, after ``quant_pre_process`` (onnxruntime's
-recommended graph optimisation + shape inference first).
+EP fuses into integer kernels), symmetric int8 weights (per channel by default), symmetric int8
+activations (TensorRT requires zero points of 0), float biases (TensorRT cannot dequantize int32
+ones), calibration (MinMax by default; Entropy and Percentile for the repair search,
+``export.repair``) on preprocessed training images, after ``quant_pre_process`` (onnxruntime's
+recommended graph optimisation + shape inference first). The recipe is recorded in the card
+(``extra["quantization"]``).
 """
 
 from __future__ import annotations
 
 import hashlib
+import inspect
 import tempfile
 import warnings
 from dataclasses import dataclass
@@ -21,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from bonedeploy.artefacts.card import ModelCard
-from bonedeploy.errors import DataError
+from bonedeploy.errors import ConfigError, DataError
 from bonedeploy.export.onnx import INPUT_NAME, set_card, strip_debug_info
 from bonedeploy.util.fs import sha256_file
 from bonedeploy.data.preprocess import PreprocessSpec
@@ -34,8 +37,9 @@ MAX_CALIBRATION = 64  # MinMax ranges settle well before; more only costs CPU ti
 CALIB_BATCH = 8
 
 
-def to_fp16(fp32: "onnx.ModelProto", card: ModelCard) -> "onnx.ModelProto":
-    """Weights and activations in float16, float32 ``image``/``logits`` kept (casts at the edges)."""
+def to_fp16(fp32: "onnx.ModelProto", card: ModelCard, fp32_nodes: tuple[str, ...] = ()) -> "onnx.ModelProto":
+    """Weights and activations in float16, float32 ``image``/``logits`` kept (casts at the edges);
+    ``fp32_nodes`` stay float32 (the converter casts around them: the repair's float islands)."""
     import onnx
     from onnxconverter_common import float16
 
@@ -43,10 +47,80 @@ def to_fp16(fp32: "onnx.ModelProto", card: ModelCard) -> "onnx.ModelProto":
     model.CopyFrom(fp32)
     with warnings.catch_warnings():  # one "truncated to 1e-07" warning per tiny weight: noise
         warnings.filterwarnings("ignore", message=".*will be truncated to.*", category=UserWarning)
-        model = float16.convert_float_to_float16(model, keep_io_types=True)
+        model = float16.convert_float_to_float16(model, keep_io_types=True,
+                                                 node_block_list=list(fp32_nodes) or None)
+    if fp32_nodes:
+        _fp32_islands(model, fp32, set(fp32_nodes))
     strip_debug_info(model)
-    set_card(model, card.with_(precision="fp16"))
+    extra = {**card.extra, "fp32_nodes": list(fp32_nodes)} if fp32_nodes else card.extra
+    set_card(model, card.with_(precision="fp16", extra=extra))
     return model
+
+
+def _fp32_islands(model: "onnx.ModelProto", fp32: "onnx.ModelProto", nodes: set[str]) -> None:
+    """Make ``node_block_list`` nodes truly float32. onnxconverter-common casts a blocked node's
+    inputs up and its outputs down, and stores its weights in float16 (clamped to 1e4) all the
+    same: a tensor passed between two blocked nodes still goes through float16 and overflows. Here
+    a blocked node reads its weights as the fp32 file holds them and a blocked producer's output
+    directly; casts nobody reads any more are dropped."""
+    from onnx import TensorProto
+
+    g = model.graph
+    producer = {o: n for n in g.node for o in n.output}
+    weights32 = {i.name: i for i in fp32.graph.initializer}
+    inits16 = {i.name for i in g.initializer}
+    added: set[str] = set()
+    for node in (n for n in g.node if n.name in nodes):
+        for k, name in enumerate(node.input):
+            cast = producer.get(name)
+            if cast is None or cast.op_type != "Cast":
+                continue
+            src = cast.input[0]
+            if src in inits16 and src in weights32:  # a weight cast back up from float16
+                keep = f"{src}_fp32"
+                if keep not in added:
+                    w = g.initializer.add()
+                    w.CopyFrom(weights32[src])
+                    w.name = keep
+                    added.add(keep)
+                node.input[k] = keep
+                continue
+            down = producer.get(src)  # blocked -> Cast(float16) -> Cast(float) -> blocked
+            to = next((a.i for a in down.attribute if a.name == "to"), None) if down is not None else None
+            if down is not None and down.op_type == "Cast" and to == TensorProto.FLOAT16:
+                up = producer.get(down.input[0])
+                if up is not None and up.name in nodes:
+                    node.input[k] = down.input[0]
+    _float32_outputs(g, fp32)
+    _drop_unread(g)
+
+
+def _float32_outputs(g, fp32: "onnx.ModelProto") -> None:
+    """A blocked last node leaves the graph output cast down to float16: cast it to float32."""
+    from onnx import TensorProto
+
+    want = {o.name: o.type.tensor_type.elem_type for o in fp32.graph.output}
+    for out in g.output:
+        if want.get(out.name) == TensorProto.FLOAT and out.type.tensor_type.elem_type != TensorProto.FLOAT:
+            cast = next(n for n in g.node if out.name in n.output)
+            for a in cast.attribute:
+                if a.name == "to":
+                    a.i = TensorProto.FLOAT
+            out.type.tensor_type.elem_type = TensorProto.FLOAT
+
+
+def _drop_unread(g) -> None:
+    outputs = {o.name for o in g.output}
+    while True:
+        read = {i for n in g.node for i in n.input} | outputs
+        dead = [n for n in g.node if n.op_type == "Cast" and not any(o in read for o in n.output)]
+        if not dead:
+            break
+        for n in dead:
+            g.node.remove(n)
+    read = {i for n in g.node for i in n.input}
+    for init in [i for i in g.initializer if i.name not in read]:
+        g.initializer.remove(init)
 
 
 @dataclass(frozen=True)
@@ -142,42 +216,113 @@ class _ArrayReader:
         self._pos = 0
 
 
-def to_int8(fp32_path: str | Path, card: ModelCard, calib: CalibrationSet) -> "onnx.ModelProto":
-    """Static QDQ int8 of the fp32 file at ``fp32_path``, calibrated on ``calib``."""
-    import onnx
-    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat,
-                                          QuantType, quant_pre_process, quantize_static)
+CALIBRATION_METHODS = ("MinMax", "Entropy", "Percentile")
+DEFAULT_CALIBRATION = "MinMax"  # won on the demo and planted models (benchmarks/precision.py)
 
-    class Reader(_ArrayReader, CalibrationDataReader):
-        pass
 
-    reader = Reader(calib.x)
-    with tempfile.TemporaryDirectory(prefix="bonedeploy-int8-") as tmp:
-        pre, out = Path(tmp) / "pre.onnx", Path(tmp) / "int8.onnx"
-        # The exported graph has one symbolic axis (batch) that onnx's shape inference handles;
-        # the symbolic pass only adds minutes on a 590 MB AlexNet.
-        quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
-        # BatchNormalization stays float (AlexNet's BN follows a pool, so it is not folded):
-        # per-channel int8 of its 1-D scale is not meaningful and only warns.
-        pre_model = onnx.load(str(pre))
-        bn = [n.name for n in pre_model.graph.node if n.op_type == "BatchNormalization"]
-        quantize_static(
-            pre_model, str(out), reader, quant_format=QuantFormat.QDQ, per_channel=True,
-            nodes_to_exclude=bn,
+@dataclass(frozen=True)
+class QuantOptions:
+    """One int8 recipe: how activation ranges are calibrated, int8 weights per output channel or
+    per tensor, and which nodes of the pre-processed graph stay float (``nodes_to_exclude``)."""
+
+    calibration: str = DEFAULT_CALIBRATION
+    per_channel: bool = True
+    float_nodes: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.calibration not in CALIBRATION_METHODS:
+            raise ConfigError(f"calibration method {self.calibration!r}; valid: {', '.join(CALIBRATION_METHODS)}")
+        object.__setattr__(self, "float_nodes", tuple(self.float_nodes))
+
+    def describe(self) -> dict[str, Any]:
+        """What the int8 card and export.json record."""
+        return {"calibration_method": self.calibration, "per_channel": self.per_channel,
+                "float_nodes": list(self.float_nodes)}
+
+    def label(self) -> str:
+        kept = f", {len(self.float_nodes)} node(s) float" if self.float_nodes else ""
+        return f"{self.calibration} {'per-channel' if self.per_channel else 'per-tensor'}{kept}"
+
+
+class Int8Builder:
+    """Quantises one fp32 file many ways. The pre-processed graph, and each calibration method's
+    activation ranges (onnxruntime's calibration cache), are computed once in ``workdir`` and
+    reused by every recipe: the repair search rebuilds the graph, not the calibration."""
+
+    def __init__(self, fp32_path: str | Path, card: ModelCard, calib: CalibrationSet, workdir: str | Path):
+        self.fp32_path, self.card, self.calib = Path(fp32_path), card, calib
+        self.workdir = Path(workdir)
+        self._pre: Path | None = None
+        self._bn: tuple[str, ...] | None = None
+
+    @property
+    def pre_path(self) -> Path:
+        """The graph the quantizer reads (its node names are what ``float_nodes`` holds)."""
+        if self._pre is None:
+            from onnxruntime.quantization import quant_pre_process
+
+            pre = self.workdir / "pre.onnx"
+            if not pre.is_file():  # another builder on the same workdir made it already
+                # The exported graph has one symbolic axis (batch) that onnx's shape inference
+                # handles; the symbolic pass only adds minutes on a 590 MB AlexNet.
+                quant_pre_process(str(self.fp32_path), str(pre), skip_symbolic_shape=True)
+            self._pre = pre
+        return self._pre
+
+    @property
+    def always_float(self) -> tuple[str, ...]:
+        """BatchNormalization stays float (AlexNet's BN follows a pool, so it is not folded):
+        per-channel int8 of its 1-D scale is not meaningful and only warns."""
+        if self._bn is None:
+            import onnx
+
+            graph = onnx.load(str(self.pre_path), load_external_data=False).graph
+            self._bn = tuple(n.name for n in graph.node if n.op_type == "BatchNormalization")
+        return self._bn
+
+    def build(self, options: QuantOptions = QuantOptions()) -> "onnx.ModelProto":
+        import onnx
+
+        out = self.workdir / "int8.onnx"
+        self._quantize(options, out)
+        model = onnx.load(str(out))
+        out.unlink()
+        prune_opset_imports(model)
+        strip_debug_info(model)
+        extra = {**self.card.extra, "calibration": self.calib.describe(), "quantization": options.describe()}
+        set_card(model, self.card.with_(precision="int8", extra=extra))
+        return model
+
+    def _quantize(self, options: QuantOptions, out: Path) -> None:
+        from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat,
+                                              QuantType, quantize_static)
+
+        class Reader(_ArrayReader, CalibrationDataReader):
+            pass
+
+        cache = {}
+        if "calibration_cache_path" in inspect.signature(quantize_static).parameters:  # onnxruntime >= 1.24
+            cache["calibration_cache_path"] = str(self.workdir / f"ranges-{options.calibration}.json")
+        quantize_static(  # from the path: a ModelProto costs a save and reload of the whole model
+            str(self.pre_path), str(out), Reader(self.calib.x), quant_format=QuantFormat.QDQ,
+            per_channel=options.per_channel, nodes_to_exclude=sorted(set(self.always_float) | set(options.float_nodes)),
             activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-            calibrate_method=CalibrationMethod.MinMax,
+            calibrate_method=getattr(CalibrationMethod, options.calibration),
             # QuantizeBias=False: TensorRT's parser rejects DequantizeLinear on int32 biases
             # ("only activation types allowed as input to this layer"); onnxruntime's CPU EP ran
             # the float-bias graph as fast here (AlexNet, batch 8). MinMax keeps only per-batch
             # ReduceMin/ReduceMax results, so memory stays small (CalibMaxIntermediateOutputs is
             # not used: onnxruntime 1.32 discards the batches it counts).
             extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False},
+            **cache,
         )
-        model = onnx.load(str(out))
-    prune_opset_imports(model)
-    strip_debug_info(model)
-    set_card(model, card.with_(precision="int8", extra={**card.extra, "calibration": calib.describe()}))
-    return model
+
+
+def to_int8(fp32_path: str | Path, card: ModelCard, calib: CalibrationSet,
+            options: QuantOptions = QuantOptions()) -> "onnx.ModelProto":
+    """Static QDQ int8 of the fp32 file at ``fp32_path``, calibrated on ``calib``."""
+    with tempfile.TemporaryDirectory(prefix="bonedeploy-int8-") as tmp:
+        return Int8Builder(fp32_path, card, calib, tmp).build(options)
 
 
 def prune_opset_imports(model: "onnx.ModelProto") -> None:

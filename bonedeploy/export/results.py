@@ -21,6 +21,7 @@ from bonedeploy.artefacts.naming import DEFAULT_PRECISIONS, PRECISIONS
 from bonedeploy.errors import ConfigError
 from bonedeploy.eval.parity import GATES, Gate, ParitySet
 from bonedeploy.export.onnx import DEFAULT_OPSET, validate_opset
+from bonedeploy.export.repair import RepairConfig
 from bonedeploy.export.tensorrt import DEFAULT_WORKSPACE_MB, BatchProfile
 from bonedeploy.util.defaults import none_means_default
 
@@ -47,6 +48,7 @@ class ExportConfig:
     gates: dict[str, Gate] = field(default_factory=lambda: dict(GATES))
     timing_cache_dir: Path | None = None
     openvino: bool = False  # also OpenVINO IR beside each ONNX file (export.openvino_ir)
+    repair: RepairConfig = field(default_factory=RepairConfig)  # mixed precision when a gate fails
 
     def __post_init__(self) -> None:
         self.source = Path(self.source)
@@ -55,6 +57,8 @@ class ExportConfig:
             raise ConfigError(f"--precision {','.join(self.precisions) or '(empty)'}: "
                               f"valid precisions: {', '.join(PRECISIONS)}")
         self.precisions = tuple(p for p in PRECISIONS if p in self.precisions)
+        if not isinstance(self.repair, RepairConfig):  # "off", "int8,fp16" (a profile, the CLI)
+            self.repair = RepairConfig.parse(self.repair)
         if self.engine_from is not None and self.engine_from not in self.precisions:
             raise ConfigError(f"--engine-from {self.engine_from}: not among the exported precisions "
                               f"({', '.join(self.precisions)})")
@@ -93,16 +97,20 @@ class ExportedFile:
     parity: dict[str, Any] | None = None
     gate: str | None = None
     failures: list[str] = field(default_factory=list)
+    repair: dict[str, Any] | None = None  # the search after a failed gate (export.repair)
 
     @property
     def passed(self) -> bool:
         return not self.failures
 
     def to_dict(self) -> dict[str, Any]:
-        return {"path": self.path.name, "kind": self.kind, "precision": self.precision,
-                "bytes": self.bytes, "sha256": self.sha256, "gate": self.gate,
-                "passed": self.passed if self.parity is not None else None,
-                "failures": list(self.failures), "parity": self.parity}
+        d = {"path": self.path.name, "kind": self.kind, "precision": self.precision,
+             "bytes": self.bytes, "sha256": self.sha256, "gate": self.gate,
+             "passed": self.passed if self.parity is not None else None,
+             "failures": list(self.failures), "parity": self.parity}
+        if self.repair is not None:
+            d["repair"] = self.repair
+        return d
 
 
 @dataclass
