@@ -40,11 +40,13 @@ COMMANDS: list[tuple[str, str]] = [
     ("train", "train"),
     ("sweep", "sweep"),
     ("export", "export"),
+    ("compare", "compare"),
     ("infer", "infer"),
     ("calibrate", "calibrate"),
     ("explain", "explain"),
     ("bench", "bench"),
     ("serve", "serve"),
+    ("listen", "listen"),
     ("demo", "demo"),
 ]
 

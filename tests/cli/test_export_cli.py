@@ -242,3 +242,16 @@ def test_vgg8_end_to_end_on_synthetic_radiographs(tmp_path, capsys):
     assert report["parity_inputs"]["kind"] == "synthetic" and report["parity_inputs"]["n"] == 8
     fp32, fp16 = report["files"]
     assert fp32["parity"]["max_abs_dprob"] <= 1e-4 and fp16["parity"]["max_abs_dprob"] <= 1e-2
+
+
+def test_repair_is_on_for_int8_and_prints_what_it_kept(tmp_path, capsys):
+    """The planted tiny_outlier model (tests/precisionkit.py): plain int8 fails, the repair passes."""
+    from precisionkit import outlier_checkpoint
+
+    ckpt = outlier_checkpoint(tmp_path / "planted.pt", make_tree(tmp_path / "data", per_class=40), planted=True)
+    code, stdout, _ = run_cli(["export", ckpt, "-o", tmp_path / "out", "--precision", "fp32,int8", "--no-trt"], capsys)
+    text = " ".join(stdout.split())
+    assert code == 0, stdout
+    assert "model.int8.onnx: repaired after" in text and "kept float: node_conv2d (Conv, layer 0)" in text
+    code, _, err = run_cli(["export", ckpt, "-o", tmp_path / "bad", "--repair", "bf16"], capsys)
+    assert code == 1 and "--repair bf16: valid: off, fp16, int8" in err

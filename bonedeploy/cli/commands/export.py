@@ -64,6 +64,9 @@ def command(
     openvino: bool = option("--openvino", default=False, help="Also write OpenVINO IR (.xml + .bin) beside "
                             "each ONNX file, gated like them (needs the [openvino] extra); with an .onnx "
                             "input: only its IR."),
+    repair: str = option("--repair", help="When int8 (or fp16) fails its gate, search for the cheapest "
+                         "mixed precision that passes (float islands, calibration) and keep it: off, int8, "
+                         "fp16 or int8,fp16.", default_from=lib("bonedeploy.export.repair", "RepairConfig.precisions")),
     quiet: bool = opts.quiet(),
     triton_repo: Path = option("--triton-repo", help="Also write a Triton model repository here "
                                "(DIR/NAME/config.pbtxt + 1/model.onnx|model.plan); from an .onnx/.trt "
@@ -88,6 +91,11 @@ def command(
     for f in result.files:
         if f.parity:
             say.print(escape(summarise_parity(f.path.name, f.parity)), highlight=False, soft_wrap=True)
+    from bonedeploy.export.repair import repair_summary
+
+    for f in result.files:
+        for line in repair_summary(f.path.name, f.repair):
+            say.print(escape(line), highlight=False, soft_wrap=True)
     if explain:
         from bonedeploy.artefacts.naming import explain_filename
         from bonedeploy.export.explain_onnx import export_explain
@@ -129,7 +137,8 @@ def build_config(o: dict[str, Any]):
     return export_config(o["source"], o["profile"], gates=gates, out=o["out"], precisions=o["precision"],
                          trt=o["trt"], batch=o["batch"], engine_from=o["engine_from"],
                          workspace_mb=o["workspace"], calib=o["calib"], opset=o["opset"], data=o["data"],
-                         parity_n=o["parity_n"], timing_cache_dir=o["timing_cache"], openvino=o["openvino"])
+                         parity_n=o["parity_n"], timing_cache_dir=o["timing_cache"], openvino=o["openvino"],
+                         repair=o["repair"])
 
 
 # The file name and the gate verdict are keys; the numbers go, lowest priority first, when narrow.
