@@ -26,11 +26,11 @@ RANKS = {
     "eval": 6,
     "export": 7, "training": 7, "bench": 7, "explain": 7,
     "infer": 8,
-    "serve": 9,
+    "serve": 9, "dicomnode": 9,
     "cli": 10, "demo": 10, "__main__": 10,
 }
 # The runtime, and everything it imports transitively, must never reach build-time packages.
-RUNTIME = ("bonedeploy.backends", "bonedeploy.infer", "bonedeploy.serve")
+RUNTIME = ("bonedeploy.backends", "bonedeploy.infer", "bonedeploy.serve", "bonedeploy.dicomnode")
 BUILD_TIME = ("bonedeploy.export", "bonedeploy.training", "bonedeploy.bench")
 
 
