@@ -27,7 +27,10 @@ log = logging.getLogger("bonedeploy.listen")
 
 
 def decodable_transfer_syntaxes() -> list[str]:
-    """The transfer syntaxes whose pixel data an installed decoder reads (uncompressed ones always)."""
+    """The transfer syntaxes whose pixel data an installed decoder reads (uncompressed ones always),
+    compressed ones first: pynetdicom accepts the first of these the sender proposes, and a sender
+    that offers an instance in its own compressed syntax and an uncompressed one should not have
+    to decompress it (DCMTK's storescu cannot, and then fails the store)."""
     from pydicom.pixels import get_decoder
     from pydicom.uid import UID
     from pynetdicom import ALL_TRANSFER_SYNTAXES
@@ -42,7 +45,7 @@ def decodable_transfer_syntaxes() -> list[str]:
                 out.append(ts)
         except NotImplementedError:
             pass
-    return out
+    return sorted(out, key=lambda ts: not ts.is_compressed)  # stable: pynetdicom's order otherwise
 
 
 class StoreHandler:

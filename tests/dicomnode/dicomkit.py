@@ -183,10 +183,10 @@ class Node:
 
 
 def storescu(port: int, files: list[Path], aet: str = "BONEDEPLOY", calling: str = "MODALITY",
-             timeout: float = 120) -> subprocess.CompletedProcess:
-    """DCMTK's storescu: proposes a context per file's SOP class and transfer syntax."""
+             timeout: float = 120, options: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    """DCMTK's storescu (by default it proposes the uncompressed syntaxes; ``-R``: each file's own)."""
     exe = need("storescu")
-    return subprocess.run([exe, "-aet", calling, "-aec", aet, "-to", "30", "-ta", "30", "-td", "30",
+    return subprocess.run([exe, "-aet", calling, "-aec", aet, "-to", "30", "-ta", "30", "-td", "30", *options,
                            LOOPBACK, str(port), *map(str, files)],
                           capture_output=True, text=True, timeout=timeout)
 

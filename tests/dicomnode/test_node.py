@@ -146,6 +146,38 @@ def _no_dciodvfy_error(path) -> None:
         assert not [ln for ln in (out.stdout + out.stderr).splitlines() if ln.startswith("Error")], out.stderr
 
 
+def test_compressed_instances_are_decoded_as_infer_decodes_the_originals(work, engine, studies, orthanc):
+    """12-bit JPEG Lossless (DCMTK's dcmcjpeg; a syntax another loader has zero-filled), JPEG-LS
+    (dcmcjpls) and RLE (dcmcrle), sent compressed by storescu: each report equals infer on the
+    uncompressed original."""
+    import csv
+    import subprocess
+
+    originals = studies[:3]
+    compressed = []  # (file, the storescu option that proposes its transfer syntax)
+    for tool, flag, propose, src in (("dcmcjpeg", "+e1", "-xs", originals[0]), ("dcmcjpls", "+el", "-xt", originals[1]),
+                                     ("dcmcrle", None, "-xr", originals[2])):
+        out = work / f"{src.stem}.{tool}.dcm"
+        subprocess.run([need(tool), *([flag] if flag else []), str(src), str(out)], check=True, timeout=60,
+                       capture_output=True)
+        assert pydicom.dcmread(out).file_meta.TransferSyntaxUID.is_compressed
+        compressed.append((out, propose))
+    infer = run_inference(InferConfig(engine=engine, inputs=tuple(originals), out=work / "orig.csv", workers=0))
+    assert infer.ok == 3
+    expected = {pydicom.dcmread(r["path"]).SOPInstanceUID: r for r in csv.DictReader((work / "orig.csv").open())}
+    node = Node(engine, work / "compressed", "--forward", orthanc.address, *FAST)
+    with node:
+        for path, propose in compressed:
+            sent = storescu(node.port, [path], options=(propose,))
+            assert sent.returncode == 0, sent.stderr
+        wait_until(lambda: len(orthanc.find("SR")) >= 3, 60, "3 SRs in Orthanc")
+    spooled = [pydicom.dcmread(p) for p in (work / "compressed" / "incoming").glob("*.dcm")]
+    assert all(d.file_meta.TransferSyntaxUID.is_compressed for d in spooled)  # received as sent
+    for uid, [(finding, _)] in reports_in(orthanc).items():
+        assert finding.present is not None, finding.not_analysed
+        assert finding.probability == pytest.approx(float(expected[uid]["p_Fractured"]), abs=1e-6)
+
+
 def test_faults_in_one_stream(work, engine, studies, orthanc):
     """A corrupt instance, a non-radiograph and a resend among good instances; an unsupported SOP
     class refused by DIMSE status; a caller not in --allow-ae refused at association."""
