@@ -31,11 +31,13 @@ def plot_layers(report: dict[str, Any], path: Path) -> Path | None:
         return None
     rows = report["layers"]
     x = list(range(len(rows)))
-    fig, ax = plt.subplots(figsize=(max(7.0, 0.45 * len(rows) + 2), 4.8))
+    fig, ax = plt.subplots(figsize=(max(7.0, 0.45 * len(rows) + 2) + 2.5, 4.8))
     ax.plot(x, [_db(r["sqnr_db"]) for r in rows], "o-", label="accumulated (candidate vs reference)")
     local = [(i, _db(r["local_sqnr_db"])) for i, r in enumerate(rows) if r.get("local_source")]
     if local:
         ax.plot(*zip(*local), "s", mfc="none", label=f"local ({rows[local[0][0]]['local_source']})")
+        chan = [(i, _db(rows[i].get("local_channel_sqnr_db"))) for i, _ in local]
+        ax.plot(*zip(*chan), "v", color="tab:purple", mfc="none", label="local, mean over channels")
     tol = report["tolerance_db"]
     ax.axhline(tol, color="tab:red", ls="--", lw=1, label=f"tolerance {tol:g} dB")
     first = report.get("first_crossing")
@@ -44,11 +46,11 @@ def plot_layers(report: dict[str, Any], path: Path) -> Path | None:
         ax.annotate(f"first below: {first['layer']}", (first["index"], tol), xytext=(4, 6),
                     textcoords="offset points", color="tab:red", fontsize=8)
     ax.set_xticks(x, [f"{r['layer']} ({r['kind']})" for r in rows], rotation=60, ha="right", fontsize=7)
-    ax.set_ylabel("SQNR (dB, higher is closer)")
+    ax.set_ylabel(f"SQNR (dB, higher is closer; no error at {_TOP_DB:g})")
     ref, cand = Path(report["reference"]["path"]).name, Path(report["candidate"]["path"]).name
     ax.set_title(f"{cand} against {ref}: error by depth ({report['images']['n']} images)", fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower left")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: never over a point
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, format="png")

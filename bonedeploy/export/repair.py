@@ -1,14 +1,14 @@
 """Accuracy-aware mixed precision at export: when int8 or fp16 fails its gate, search for the
 cheapest variant that passes, and record what it cost.
 
-int8, cheapest first:
+int8:
 
-1. the calibration recipes (MinMax, Percentile, Entropy x per-channel, per-tensor weights): no
-   layer goes back to float and no speed is lost; the best one on the parity set is kept;
-2. float islands: the nodes of the best recipe, ranked by the error their own quantisation adds
+1. float islands: the nodes of the failed file, ranked by the error their own quantisation adds
    (``sensitivity``), and the fewest of them kept float (``nodes_to_exclude``): the shortest
    prefix of the ranking that passes (doubling, then bisection), then every node whose removal
-   still passes is dropped again.
+   still passes is dropped again;
+2. the other calibration recipes (MinMax, Entropy, Percentile x per-channel, per-tensor weights)
+   while the budget lasts: one that passes keeps every layer int8 and loses no speed, so it wins.
 
 fp16 has step 2 only (``node_block_list``, float16 rounding as the local error). Each candidate is
 an ordinary ONNX file, gated like every exported file on the whole parity set; ``max_checks``
@@ -42,7 +42,8 @@ class RepairConfig:
     max_float_fraction: float = 0.5  # of the ranked candidate nodes
     calibrations: tuple[str, ...] = CALIBRATION_METHODS  # int8 recipes tried after the islands
     throughput_batch: int = 8
-    throughput_s: float = 1.5  # timing per file and round (two rounds, interleaved)
+    throughput_s: float = 1.5  # timing per file and round
+    throughput_rounds: int = 2  # interleaved rounds, best kept
 
     def __post_init__(self) -> None:
         bad = [p for p in self.precisions if p not in REPAIRABLE]
@@ -108,7 +109,7 @@ class RepairResult:
     kept_float: list[dict[str, Any]] = field(default_factory=list)
     ranking: list[dict[str, Any]] = field(default_factory=list)
     throughput: dict[str, Any] | None = None
-    seconds: float = 0.0
+    seconds: float = 0.0  # the whole repair: search, and throughput measurement when repaired
     path: Path | None = None  # the chosen candidate's staged file
     stopped: str | None = None  # the budget that ended the search early, if one did
 
@@ -235,7 +236,7 @@ def choose(search: Search, precision: str, base: Any, rank: Callable[[Any], list
     if best is not None and best.passed:
         result.status, result.chosen, result.path = REPAIRED, best, search.file_of(best)
         result.kept_float = _why(best, result.ranking)
-    result.stopped = search.stopped if result.status == FAILED else None
+    result.stopped = search.stopped  # a repaired search may have left recipes untried too
     if result.status == FAILED and result.stopped is None:
         result.stopped = f"every candidate tried ({n} ranked nodes, then the calibration recipes)"
     result.seconds = time.perf_counter() - t0

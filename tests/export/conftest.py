@@ -39,7 +39,9 @@ def planted_plain(planted_ckpt):
 def planted_repaired(planted_ckpt):
     """The default repair, without a time limit (a loaded CI box must not change the outcome) and
     with only the calibration recipe that needs no new calibration pass."""
+    from bonedeploy.export.precision import DEFAULT_CALIBRATION
     from bonedeploy.export.repair import RepairConfig
 
     return export_outlier(planted_ckpt, planted_ckpt.parent / "repaired", openvino=HAS_OPENVINO,
-                  repair=RepairConfig(time_ratio=None, calibrations=("MinMax",), throughput_s=0.2))
+                          repair=RepairConfig(time_ratio=None, calibrations=(DEFAULT_CALIBRATION,),
+                                              throughput_s=0.2))

@@ -11,7 +11,7 @@ import pytest
 
 from bonedeploy.errors import ConfigError
 from precisionkit import HAS_OPENVINO, brightness_weights, export_outlier, plant, register_outlier
-from bonedeploy.export.precision import QuantOptions
+from bonedeploy.export.precision import DEFAULT_CALIBRATION, QuantOptions
 from bonedeploy.export.repair import (FAILED, REPAIRED, Attempt, Fp16Recipe, RepairConfig, Search, choose,
                                       repair_summary, search_islands)
 
@@ -68,7 +68,7 @@ def test_a_calibration_recipe_that_passes_beats_float_islands():
     assert result.chosen.recipe == {"calibration_method": "Entropy", "per_channel": True, "float_nodes": []}
     assert result.kept_float == []
     labels = [a.label for a in result.attempts]
-    assert labels.index("MinMax per-tensor") < labels.index("Entropy per-channel")  # no new calibration first
+    assert labels[2] == f"{DEFAULT_CALIBRATION} per-tensor"  # first: the recipe needing no new calibration
 
 
 def test_fp16_search_has_no_calibration_stage():
@@ -116,7 +116,7 @@ def test_plain_int8_of_the_planted_model_fails_its_gate(planted_plain):
     f = int8_file(planted_plain)
     assert not f.passed and f.repair is None
     assert f.parity["op_missed_positives"] > 0  # detected fractures flip to normal
-    assert card_of(f.path).extra["quantization"] == {"calibration_method": "MinMax", "per_channel": True,
+    assert card_of(f.path).extra["quantization"] == {"calibration_method": DEFAULT_CALIBRATION, "per_channel": True,
                                                      "float_nodes": []}
 
 
@@ -129,7 +129,7 @@ def test_the_search_repairs_the_planted_model_with_a_float_island(planted_repair
     assert kept and set(kept) <= PLANTED_ISLAND  # only the planted block, nothing downstream
     for k in rep["kept_float"]:  # why: its own rounding's error, per channel (the crushed channels)
         assert k["local_channel_sqnr_db"] < 3.0 and k["layer"] in ("0", "1", "2")
-    assert rep["attempts"][0]["label"] == "MinMax per-channel" and not rep["attempts"][0]["passed"]
+    assert rep["attempts"][0]["label"] == f"{DEFAULT_CALIBRATION} per-channel" and not rep["attempts"][0]["passed"]
     assert rep["throughput"]["ratio"] > 0 and rep["throughput"]["batch"] == 8
     report = json.loads(planted_repaired.report.read_text())
     assert next(x for x in report["files"] if x["path"] == "model.int8.onnx")["repair"]["kept_float"] == rep["kept_float"]
