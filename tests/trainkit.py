@@ -53,3 +53,35 @@ def make_folder(root: Path, per_class: int = 10, size: int = 40, classes=("Fract
                 a[mid, :] = 255
             Image.fromarray(a).save(root / name / f"{name[:1]}{i:03d}.png")
     return root
+
+
+SLOW = "tiny_slow_test"
+
+
+def build_tiny_slow(dropout: float = 0.5, num_classes: int = 2, in_channels: int = 1, pause: float = 0.08):
+    """``tiny_test`` that sleeps in every training forward, so that a test can kill a worker while
+    an epoch is in flight (the sleep changes no number)."""
+    import time
+
+    from torch import nn
+
+    class Pause(nn.Module):
+        def forward(self, x):
+            if self.training:
+                time.sleep(pause)
+            return x
+
+    return nn.Sequential(Pause(), *build_tiny(dropout, num_classes, in_channels))
+
+
+def register_tiny_slow() -> str:
+    from bonedeploy.models import (ModelEntry, SeedResult, TrainDefaults, list_models,
+                                   register_model)
+
+    if SLOW not in list_models():
+        register_model(ModelEntry(
+            name=SLOW, family="test", builder=build_tiny_slow, kwargs={"dropout": 0.5},
+            defaults=TrainDefaults(epochs=3, lr=1e-3, batch_size=4), params=398,
+            seed=SeedResult(val_acc=0.5, train_acc=0.5, f1=0.5, saved_epoch=1),
+            description="tiny test net that pauses"))
+    return SLOW

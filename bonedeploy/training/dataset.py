@@ -59,11 +59,13 @@ def build_split(cfg: TrainConfig):
     return make_split(scan, val_fraction=cfg.val_fraction, seed=cfg.split_seed)
 
 
-def load_training_data(cfg: TrainConfig, spec: PreprocessSpec, reporter: Reporter) -> TrainingData:
-    """Scan, split, check sizes, decode. Raises DataError (nothing written) on unusable data."""
+def load_training_data(cfg: TrainConfig, spec: PreprocessSpec, reporter: Reporter,
+                       manifest=None) -> TrainingData:
+    """Scan, split, check sizes, decode. Raises DataError (nothing written) on unusable data.
+    ``manifest``: a split already made (a DDP job's rank 0 makes it once for every rank)."""
     from bonedeploy.data.decode import decode_dataset
 
-    manifest = build_split(cfg)
+    manifest = manifest if manifest is not None else build_split(cfg)
     check_sizes(len(manifest.train), len(manifest.val), cfg.batch_size, cfg.data)
     counts = manifest.counts()
     reporter.message(

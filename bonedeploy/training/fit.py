@@ -6,6 +6,7 @@ before the output folder is touched, so a refused run leaves nothing behind.
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +22,8 @@ from bonedeploy.util.fs import write_json
 from bonedeploy.data.preprocess import PreprocessSpec
 from bonedeploy.training import state as st
 from bonedeploy.training.config import TrainConfig
-from bonedeploy.training.dataset import TrainingData, check_sizes, load_training_data
+from bonedeploy.training import ddp as dd
+from bonedeploy.training.dataset import TrainingData, build_split, check_sizes, load_training_data
 from bonedeploy.training.loop import batches_per_epoch, evaluate, recalibrate_bn, train_epoch
 from bonedeploy.training.progress import Reporter
 from bonedeploy.training.runtime import Runtime, configured, resolve_runtime
@@ -72,11 +74,41 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None,
     point for it (default: argmax); refused before training when the validation split has too
     few positives. The temperature is fitted when the split is large enough, else T = 1 is kept
     and the report says why. ``force_calibration`` (``--force``): fit both on any split, recorded
-    in the card."""
+    in the card. Started by torchrun, this process is one DDP worker of the job (``training.ddp``)."""
     from bonedeploy.eval.operating_point import validate_target
 
+    if dd.launched_by_torchrun() and dd.current() is None:
+        with dd.session(cfg.device):  # a torchrun worker: join the job for this run (training.ddp)
+            return train(cfg, reporter, spec, data, target_sensitivity, force_calibration)
+    ddp = dd.current()
     validate_target(target_sensitivity)
+    reporter = reporter if ddp is None or ddp.is_main else None  # rank 0 reports for the job
     reporter = reporter or Reporter()
+    cfg, spec, rt, resume, last_path = dd.decide_on_main(ddp, lambda: _plan(dd.restart_resume(cfg, ddp), spec))
+    if ddp is not None:
+        dd.per_rank_batch(cfg.batch_size, ddp.world_size)  # refused before anything is written
+        rt = dd.place(rt, ddp)
+        cfg = cfg.replace(workers=dd.decode_workers(cfg.workers, ddp))
+    out = Path(cfg.out)
+    if data is None:
+        manifest = dd.decide_on_main(ddp, lambda: build_split(cfg)) if ddp is not None else None
+        data = load_training_data(cfg, spec, reporter, manifest)
+    else:
+        check_sizes(len(data.y_train), len(data.y_val), cfg.batch_size, cfg.data)
+    if ddp is not None:
+        dd.check_same_split(ddp, dd.split_digest(data.train_paths, data.y_train, data.val_paths, data.y_val))
+    if resume is not None:
+        st.check_same_data(resume["split"], data.split, last_path)
+    decision = DecisionPlan(target_sensitivity, force_calibration, _val_where(cfg, data))
+    decision.refuse_early(data)
+    cfg = cfg.replace(device=rt.device.type, precision=rt.precision, channels_last=rt.channels_last)
+    with configured(rt):
+        return _fit(cfg, rt, data, spec, out, resume, reporter, decision, ddp)
+
+
+def _plan(cfg: TrainConfig, spec: PreprocessSpec | None):
+    """The resolved config, preprocessing and runtime, and last.pt when resuming; refuses a run
+    that would overwrite another (under DDP: rank 0's decision, broadcast)."""
     resume, last_path = None, None
     if cfg.resume:
         last_path = st.find_last(cfg.resume)
@@ -95,17 +127,7 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None,
         # (without a report, e.g. killed while writing it, the resume just writes the report)
         raise ConfigError(f"{out} already trained {resume['epoch']} of {cfg.epochs} epochs; "
                           f"pass --epochs N with N > {resume['epoch']} to train further")
-    if data is None:
-        data = load_training_data(cfg, spec, reporter)
-    else:
-        check_sizes(len(data.y_train), len(data.y_val), cfg.batch_size, cfg.data)
-    if resume is not None:
-        st.check_same_data(resume["split"], data.split, last_path)
-    decision = DecisionPlan(target_sensitivity, force_calibration, _val_where(cfg, data))
-    decision.refuse_early(data)
-    cfg = cfg.replace(device=rt.device.type, precision=rt.precision, channels_last=rt.channels_last)
-    with configured(rt):
-        return _fit(cfg, rt, data, spec, out, resume, reporter, decision)
+    return cfg, spec, rt, resume, last_path
 
 
 @dataclass(frozen=True)
@@ -134,15 +156,19 @@ def _val_where(cfg: TrainConfig, data: TrainingData) -> str:
 
 def _fit(cfg: TrainConfig, rt: Runtime, data: TrainingData, spec: PreprocessSpec, out: Path,
          resume: dict[str, Any] | None, reporter: Reporter,
-         decision: DecisionPlan | None = None) -> TrainResult:
+         decision: DecisionPlan | None = None, ddp: dd.Ddp | None = None) -> TrainResult:
     from bonedeploy.models import create_model
+    from bonedeploy.training import ddp_loop, syncbn
 
+    main = ddp is None or ddp.is_main  # only rank 0 writes the run folder
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     kwargs = dict(cfg.model_kwargs)
     if len(data.classes) != 2:
         kwargs["num_classes"] = len(data.classes)
     model = create_model(cfg.model, **kwargs).to(rt.device)
+    if ddp is not None:
+        model = syncbn.convert(model, rt.is_cuda)
     if rt.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
@@ -156,50 +182,65 @@ def _fit(cfg: TrainConfig, rt: Runtime, data: TrainingData, spec: PreprocessSpec
         history = list(resume["history"])
         best = resume.get("best")
         reporter.message(f"resuming {out} after epoch {resume['epoch']}")
+    net = model if ddp is None else ddp_loop.wrap(model, rt)
+    measure = evaluate if ddp is None else functools.partial(ddp_loop.evaluate_shared, ddp=ddp)
+    runtime = rt.describe() if ddp is None else {**rt.describe(), "distributed": ddp.describe()}
 
-    card = ModelCard(model=cfg.model, classes=data.classes, preprocess=spec, precision="fp32")
-    base = st.base_checkpoint(cfg.replace(resume=None), card, data.split, data.bad, rt.describe())
+    card = ModelCard(model=cfg.model, classes=data.classes, preprocess=spec, precision="fp32",
+                     extra={} if ddp is None else {"distributed": _card_record(ddp)})
+    base = st.base_checkpoint(cfg.replace(resume=None), card, data.split, data.bad, runtime)
     base["model_kwargs"] = kwargs
     x_tr, y_tr, x_va, y_va = data.on(rt.device)
     eval_bs = cfg.eval_batch_size or max(cfg.batch_size, 128 if rt.is_cuda else cfg.batch_size)
     first = len(history) + 1
-    _prepare_out(out, cfg.overwrite and resume is None)
+    if main:
+        _prepare_out(out, cfg.overwrite and resume is None)
     reporter.start(cfg.model, first, cfg.epochs, batches_per_epoch(len(y_tr), cfg.batch_size))
     best_state, best_dirty, last_save = None, False, time.monotonic()
     last_pt = resume["epoch"] if resume is not None else None  # epoch held by last.pt
     try:
         for epoch in range(first, cfg.epochs + 1):
             t0 = time.perf_counter()
-            fit = train_epoch(model, optimizer, x_tr, y_tr, batch_size=cfg.batch_size,
-                              hflip_p=spec.hflip_p, gen=gen, rt=rt, on_batch=reporter.batch)
+            if ddp is None:
+                fit = train_epoch(model, optimizer, x_tr, y_tr, batch_size=cfg.batch_size,
+                                  hflip_p=spec.hflip_p, gen=gen, rt=rt, on_batch=reporter.batch)
+            else:
+                fit = ddp_loop.train_epoch(net, optimizer, x_tr, y_tr, ddp=ddp, epoch=epoch, seed=cfg.seed,
+                                           batch_size=dd.per_rank_batch(cfg.batch_size, ddp.world_size),
+                                           hflip_p=spec.hflip_p, rt=rt, on_batch=reporter.batch)
             if cfg.precise_bn:
                 recalibrate_bn(model, x_tr, batch_size=eval_bs, rt=rt)
-            tr = evaluate(model, x_tr, y_tr, batch_size=eval_bs, rt=rt) if cfg.eval_train else fit
-            va = evaluate(model, x_va, y_va, batch_size=eval_bs, rt=rt)
+            tr = measure(model, x_tr, y_tr, batch_size=eval_bs, rt=rt) if cfg.eval_train else fit
+            va = measure(model, x_va, y_va, batch_size=eval_bs, rt=rt)
             rec = {"epoch": epoch, "train_loss": tr.loss, "train_acc": tr.accuracy,
                    "train_mode": "eval" if cfg.eval_train else "fit",
                    "val_loss": va.loss, "val_acc": va.accuracy, "fit_loss": fit.loss,
                    "seconds": time.perf_counter() - t0}
             history.append(rec)
-            if is_better(rec, best):
+            if is_better(rec, best):  # under DDP: on the all-reduced validation figures
                 best = dict(rec)
-                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()} if main else None
                 best_dirty = True
             reporter.epoch(rec, cfg.epochs, best)
-            if epoch == cfg.epochs or time.monotonic() - last_save >= cfg.save_every:
+            if not main:
+                continue
+            # Under torchrun, every epoch: a relaunched job loses at most the epoch in flight.
+            if epoch == cfg.epochs or time.monotonic() - last_save >= cfg.save_every or ddp is not None:
                 # best.pt first: a last.pt never names a best epoch that best.pt lacks.
                 if best_dirty:
                     _save_best(out, base, best_state, best, history)
                     best_dirty = False
                 _save_last(out, base, model, optimizer, gen, epoch, rec, best, history)
                 last_save, last_pt = time.monotonic(), epoch
-            write_json(out / "metrics.json", _metrics(cfg, rt, history, best, last_pt))
+            write_json(out / "metrics.json", _metrics(cfg, runtime, history, best, last_pt))
     except KeyboardInterrupt as e:
         saved = f"last.pt holds epoch {last_pt}" if last_pt else "no last.pt yet"
         raise TrainingInterrupted(f"interrupted during epoch {len(history) + 1}; {saved}; "
                                   f"continue with: bonedeploy train --resume {out}") from e
     finally:
         reporter.close()
+    if not main:
+        return TrainResult(out, cfg, best or {}, {}, history)
     report = _report(out, data, rt, eval_bs, decision or DecisionPlan(), reporter)
     return TrainResult(out, cfg, best or {}, report, history)
 
@@ -258,12 +299,18 @@ def _save_last(out: Path, base: dict, model, optimizer, gen, epoch: int, rec: di
         "optimizer": optimizer.state_dict(), "rng": st.rng_state(gen)})
 
 
-def _metrics(cfg: TrainConfig, rt: Runtime, history: list, best: dict | None,
+def _metrics(cfg: TrainConfig, runtime: dict[str, Any], history: list, best: dict | None,
              last_pt: int | None) -> dict[str, Any]:
     return {"model": cfg.model, "epochs": cfg.epochs, "completed_epochs": len(history),
             "last_pt_epoch": last_pt,
             "best_epoch": best["epoch"] if best else None, "best": best,
-            "config": cfg.to_dict(), "runtime": rt.describe(), "history": history}
+            "config": cfg.to_dict(), "runtime": runtime, "history": history}
+
+
+def _card_record(ddp: dd.Ddp) -> dict[str, Any]:
+    """How the model was trained, in every artefact exported from it (no job id: not a fact of
+    the model)."""
+    return {k: v for k, v in ddp.describe().items() if k != "run_id"}
 
 
 def _check_out_free(out: Path, overwrite: bool) -> None:

@@ -62,7 +62,7 @@ def command(
                               "pass's own figures (faster).", default_from=lib(_TRAIN, "TrainConfig.eval_train")),
     workers: int = opts.workers("decode the images", "default: all cores"),
     save_every: float = option("--save-every", help="Seconds between checkpoint writes; the last epoch "
-                               "always writes.", default_from=lib(_TRAIN, "TrainConfig.save_every")),
+                               "always writes (under torchrun: every epoch).", default_from=lib(_TRAIN, "TrainConfig.save_every")),
     target_sensitivity: float = opts.target_sensitivity(),
     force: bool = opts.force("the validation split"),
     quiet: bool = opts.quiet(),
@@ -71,6 +71,10 @@ def command(
 
     Writes OUT/best.pt, last.pt (resume state), metrics.json, curves.png, report.md/json, and
     calibration.md/json + reliability.png (temperature and operating point, stored in best.pt).
+
+    Started by torchrun (torchrun --nproc-per-node N -m bonedeploy train DATA ...), each process is
+    one DistributedDataParallel worker: NCCL on GPUs, gloo on CPUs, --batch-size stays the global
+    batch, rank 0 writes the run folder, and a job relaunched by --max-restarts resumes from last.pt.
     """
     from bonedeploy.training import QuietReporter, RichReporter, TrainConfig, train
 
@@ -89,6 +93,8 @@ def command(
     )
     reporter = QuietReporter() if quiet else RichReporter()
     result = train(config, reporter, target_sensitivity=target_sensitivity, force_calibration=force)
+    if not result.report:
+        return  # a torchrun worker other than rank 0: rank 0 reports for the job
     line = summary_line(result.report, result.out)
     if quiet:
         print(line)  # the final line
