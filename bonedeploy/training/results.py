@@ -21,13 +21,18 @@ RESULT_COLUMNS = (
 _FAMILY = {"vgg": "VGGNet", "alexnet": "AlexNet", "resnet": "ResNet"}
 
 
-def result_row(name: str, run_dir: Path) -> dict[str, Any]:
-    """One table row from ``run_dir/report.json`` (status "missing" when the run has none)."""
+def result_row(name: str, run_dir: Path, failure: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One table row from ``run_dir/report.json`` (status "missing" when the run has none);
+    ``failure``: the queued run failed in this sweep (status "failed", ``failure`` kept for the table)."""
     from bonedeploy.models import get_model_entry
 
     path = Path(run_dir) / "report.json"
     row: dict[str, Any] = {k: None for k in RESULT_COLUMNS}
     row["name"] = name
+    if failure is not None:
+        row["status"] = "failed"
+        row["_failure"] = failure  # not a CSV column: results.md and sweep.json show it
+        return row
     if not path.is_file():
         row["status"] = "missing"
         return row
@@ -75,6 +80,10 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
 def _cells(r: dict[str, Any]) -> list[str]:
     if r["status"] == "missing":
         return [r["name"], "(no report: not trained yet)", *[""] * (len(HEADER) - 2)]
+    if r["status"] == "failed":
+        f = r.get("_failure") or {}
+        why = f"(failed, exit {f.get('exit_code')}: {f.get('error') or 'no output'}; log {f.get('log')})"
+        return [r["name"], why, *[""] * (len(HEADER) - 2)]
     from bonedeploy.models import get_model_entry
 
     fam = _FAMILY.get(get_model_entry(r["model"]).family, "")
@@ -93,7 +102,7 @@ def write_results(out: str | Path, rows: list[dict[str, Any]], meta: dict[str, A
     """``out/results.md`` and ``out/results.csv`` (atomic)."""
     out = Path(out)
     with atomic_write(out / "results.csv", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=RESULT_COLUMNS)
+        w = csv.DictWriter(fh, fieldnames=RESULT_COLUMNS, extrasaction="ignore")
         w.writeheader()
         w.writerows(rows)
     done = [r for r in rows if r["status"] == "done"]

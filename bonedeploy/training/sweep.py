@@ -3,7 +3,8 @@ write the seed's results table beside ours.
 
 Resumable: a run whose report says it finished is skipped, a run with a shorter ``last.pt``
 is resumed, anything else starts fresh. The images are decoded once for all runs that share
-the data settings.
+the data settings. With ``devices`` (GPU indices) the runs are a queue over those GPUs instead,
+one process per run (``training.sweep_queue``).
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ class SweepConfig:
     workers: int | None = None
     quiet: bool = False
     command: str | None = None  # recorded in results.md
+    devices: tuple[str, ...] | None = None  # GPUs to queue the runs over; None or ("cpu",): in order, here
 
 
 @dataclass
@@ -66,6 +68,11 @@ class SweepResult:
     out: Path
     rows: list[dict[str, Any]]
     statuses: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def exit_code(self) -> int:
+        """0, or 3 when a queued run failed (the sweep itself ran: its table says which)."""
+        return 3 if "failed" in self.statuses.values() else 0
 
 
 def load_recipe(path: str | Path) -> list[SweepRun]:
@@ -167,16 +174,42 @@ def plan(cfg: SweepConfig) -> list[tuple[SweepRun, Any, str]]:
 
 def run_sweep(cfg: SweepConfig, reporter_for: Callable[[str], Any] | None = None,
               log: Callable[[str], None] = lambda s: None) -> SweepResult:
-    """Train the plan in order; stop at the first failing run (rerunning skips finished ones)."""
+    """Train the plan in order and stop at the first failing run (rerunning skips finished ones);
+    with ``cfg.devices``, queue it over those GPUs, where a failed run is recorded and the rest go on."""
+    from bonedeploy.training.sweep_queue import is_queue
+
+    todo = plan(cfg)
+    t_start = time.perf_counter()
+    if is_queue(cfg.devices):
+        statuses, failed = _run_queued(todo, cfg, log)
+    else:
+        statuses, failed = _run_in_order(todo, reporter_for, log), {}
+    return _write_results(cfg, todo, statuses, failed, time.perf_counter() - t_start)
+
+
+def _run_queued(todo, cfg: SweepConfig, log: Callable[[str], None]) -> tuple[dict[str, str], dict]:
+    from bonedeploy.training.sweep_queue import Job, failures, run_queue
+
+    if cfg.device == "cpu":
+        raise ConfigError(f"--devices {','.join(cfg.devices or ())} queues the runs over GPUs but --device cpu "
+                          "trains on the CPU; drop one of them")
+    statuses = {run.name: st for run, _, st in todo}
+    jobs = [Job(run.name, (tc.replace(resume=tc.out) if st == "resume" else tc).to_dict(), Path(tc.out))
+            for run, tc, st in todo if st != "done"]
+    for run, tc, st in todo:
+        log(f"{run.name}: {tc.model}, {tc.epochs} epochs -- {st}" + (", skipped" if st == "done" else ", queued"))
+    failed = failures(run_queue(jobs, cfg.devices or (), log=log))
+    statuses.update({name: "failed" for name in failed})
+    return statuses, failed
+
+
+def _run_in_order(todo, reporter_for, log) -> dict[str, str]:
     from bonedeploy.training import Reporter, train
     from bonedeploy.training.dataset import load_training_data
     from bonedeploy.training.fit import model_preprocess
 
-    todo = plan(cfg)
-    out = Path(cfg.out)
     cache: dict[tuple, Any] = {}
     statuses = {}
-    t_start = time.perf_counter()
     for i, (run, tc, st) in enumerate(todo, 1):
         log(f"[{i}/{len(todo)}] {run.name}: {tc.model}, {tc.epochs} epochs -- {st}")
         statuses[run.name] = st
@@ -191,13 +224,22 @@ def run_sweep(cfg: SweepConfig, reporter_for: Callable[[str], Any] | None = None
         if st == "resume":
             tc = dataclasses.replace(tc, resume=tc.out)
         train(tc, reporter, spec=spec, data=cache[key])
+    return statuses
+
+
+def _write_results(cfg: SweepConfig, todo, statuses: dict[str, str], failed: dict[str, dict],
+                   seconds: float) -> SweepResult:
+    out = Path(cfg.out)
     # the table covers the whole recipe: runs left out by --only appear once they have a report
     chosen = {run.name for run, _, _ in todo}
-    rows = [row for run in load_recipe(cfg.recipe) for row in [result_row(run.name, out / run.name)]
+    rows = [row for run in load_recipe(cfg.recipe)
+            for row in [result_row(run.name, out / run.name, failed.get(run.name))]
             if run.name in chosen or row["status"] == "done"]
     meta = {"recipe": cfg.recipe, "data": cfg.data, "out": str(out),
             "command": cfg.command or command_line(cfg),
-            "seconds": time.perf_counter() - t_start, "statuses": statuses}
+            "seconds": seconds, "statuses": statuses}
+    if failed:
+        meta["failed"] = failed
     write_results(out, rows, meta)
     write_json(out / "sweep.json", {**meta, "config": dataclasses.asdict(cfg), "rows": rows})
     return SweepResult(out, rows, statuses)
@@ -209,7 +251,8 @@ def command_line(cfg: SweepConfig) -> str:
     flags = {"--val": cfg.val, "--epochs": cfg.epochs, "--epochs-scale": cfg.epochs_scale,
              "--only": ",".join(cfg.only) if cfg.only else None,
              "--device": None if cfg.device == "auto" else cfg.device, "--precision": cfg.precision,
-             "--batch-size": cfg.batch_size, "--workers": cfg.workers}
+             "--batch-size": cfg.batch_size, "--workers": cfg.workers,
+             "--devices": ",".join(cfg.devices) if cfg.devices else None}
     for flag, value in flags.items():
         if value is not None:
             args += [flag, str(value)]
