@@ -42,6 +42,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("export", "export"),
     ("compare", "compare"),
     ("infer", "infer"),
+    ("merge", "merge"),
     ("calibrate", "calibrate"),
     ("explain", "explain"),
     ("bench", "bench"),

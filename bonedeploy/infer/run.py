@@ -21,6 +21,7 @@ import numpy as np
 from bonedeploy import POSITIVE_CLASS
 from bonedeploy.errors import ArtefactError, ConfigError, DataError
 from bonedeploy.data.labels import folder_labels, read_labels_csv
+from bonedeploy.data.shard import Shard
 from bonedeploy.infer.predictions import PredictionStore, path_key
 from bonedeploy.ui.progress import Progress
 from bonedeploy.util.defaults import none_means_default
@@ -50,6 +51,7 @@ class InferConfig:
     explain: Path | None = None  # Grad-CAM maps + overlays of the images decided positive
     explain_all: bool = False  # ... of every image
     dicom_sr: Path | None = None  # a DICOM Structured Report per DICOM input, here (infer.dicom_sr)
+    shard: Shard | None = None  # --shard K/N: only the images whose path hashes to K (infer.shard)
 
     def validate(self) -> None:
         if self.batch_size < 1:
@@ -204,6 +206,7 @@ def run_inference(config: InferConfig, progress: Progress | None = None) -> Infe
     paths, skipped = list_images(config.inputs)
     if not paths:
         raise DataError(f"no images in {', '.join(map(str, config.inputs))} ({skipped} non-image entries skipped)")
+    paths, shard = select_shard(config, paths)
     if partial.exists() and not config.resume:
         raise ConfigError(f"{partial} exists from an interrupted run: pass --resume to continue it, "
                           "or delete it to start afresh")
@@ -221,6 +224,7 @@ def run_inference(config: InferConfig, progress: Progress | None = None) -> Infe
             backend.close()
             raise
         write_engine_record(config, engine_sha, decision_rule(config, backend).describe(), backend)
+        record_shard(run_record_path(Path(config.out)), shard, str(config.engine), engine_sha)
         explainer = None
         try:
             explainer = open_explainer(config, backend)
@@ -230,6 +234,20 @@ def run_inference(config: InferConfig, progress: Progress | None = None) -> Infe
             if explainer is not None:
                 explainer.explainer.close()
             backend.close()
+
+
+def select_shard(config: InferConfig, paths: list[Path]):
+    """``--shard K/N``: this shard's paths and its record entry (``infer.shard``)."""
+    from bonedeploy.infer.shard import select
+
+    return select(config.shard, config.inputs, paths, Path(config.out), run_record_path(Path(config.out)),
+                  config.resume)
+
+
+def record_shard(run_record: Path, entry, engine: str, sha: str | None) -> None:
+    from bonedeploy.infer.shard import record
+
+    record(run_record, entry, engine, sha)
 
 
 def open_explainer(config: InferConfig, backend):

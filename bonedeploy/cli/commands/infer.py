@@ -24,6 +24,9 @@ HELP = "\n\n".join([
     "When the images sit in class-named folders (Fractured/, Normal/) or --labels is given, "
     "accuracy (95% CI), sensitivity, specificity, F1, ROC AUC and the confusion matrix are printed "
     "and saved to <out stem>.metrics.json.",
+    "With --shard K/N (a SLURM array or Kubernetes Indexed Job task each) every part writes its own "
+    "--out and <out>.run.json records the shard, the artefact and the archive's listing; "
+    "bonedeploy merge checks and joins them.",
     "\bExit codes:\n"
     "0  every image ok\n"
     "3  some images failed (more than --max-error-rate; their rows say why)\n"
@@ -64,6 +67,10 @@ def command(
     dicom_sr: Path = typer.Option(None, "--dicom-sr", help="Also write a DICOM Structured Report "
                                   "(TID 1500: finding, probability, operating point, model) for each "
                                   "DICOM input, named <SOP Instance UID>.sr.dcm, here (the [dicom] extra)."),
+    shard: str = option("--shard", help="Run part K of N of one archive folder: K/N (0 <= K < N), auto/N or "
+                        "auto (K from JOB_COMPLETION_INDEX or SLURM_ARRAY_TASK_ID, N from "
+                        "SLURM_ARRAY_TASK_COUNT). An image's part is a hash of its path relative to the "
+                        "folder; bonedeploy merge joins the parts' files."),
     quiet: bool = opts.quiet(),
     remote_decode: bool = option("--remote-decode", default=False, help="grpc:// or http:// engines: send "
                                  "the files' bytes and let the server decode them (NAME_file)."),
@@ -71,10 +78,11 @@ def command(
     from rich.console import Console
 
     from bonedeploy.backends.select import check_requested
+    from bonedeploy.data.shard import parse_shard
     from bonedeploy.infer.run import InferConfig, run_inference
 
     config = InferConfig(
-        engine=engine, inputs=tuple(inputs), out=out, backend=backend and check_requested(backend),
+        engine=engine, inputs=tuple(inputs), out=out, shard=parse_shard(shard), backend=backend and check_requested(backend),
         backend_settings=parse_backend_options(backend_option or []), provider=provider,
         device=device, precision=precision, cuda_graph=cuda_graph, batch_size=batch_size,
         workers=workers, resume=resume, threshold=threshold, labels=labels,
