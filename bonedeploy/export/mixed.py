@@ -47,7 +47,7 @@ class Repairer:
         return attempt_of(recipe.label(), recipe.describe(), f, time.perf_counter() - t0), path
 
     def gate_file(self, path: Path) -> ExportedFile:
-        cand = gate.onnx_cpu_logits(path, self.reference.inputs)
+        cand = gate.onnx_cpu_outputs(path, self.reference.inputs)
         return gate.gate_file(path, "onnx", self.precision, self.reference, cand, self.classes, self.gates,
                               decision=self.decision)
 
@@ -62,13 +62,22 @@ class Repairer:
         first = attempt_of(first_recipe.label(), first_recipe.describe(), failed, 0.0)
         deadline = None if seconds is None else time.perf_counter() + seconds
         search = Search(self.check, config.max_checks, self.log, (first, failed.path), deadline)
-        result = choose(search, self.precision, first_recipe, self.rank, config)
+        speeds: dict[str, dict[str, Any]] = {}
+
+        def speed(a: Attempt) -> float:  # measured once per file; the chosen one's is recorded
+            path = search.file_of(a)
+            if str(path) not in speeds:
+                speeds[str(path)] = measure_throughput({"unrepaired": failed.path, "repaired": path},
+                                                       self.reference.inputs.x, config)
+            return speeds[str(path)]["ratio"] or 0.0
+
+        result = choose(search, self.precision, first_recipe, self.rank, config, speed)
         if result.path is None:
             self.log(f"no repair of {failed.path.name} passed: tried {len(result.attempts) - 1} candidate(s)"
                      + (f" ({result.stopped})" if result.stopped else ""))
             return result, failed
-        result.throughput = measure_throughput({"unrepaired": failed.path, "repaired": result.path},
-                                               self.reference.inputs.x, config)
+        result.throughput = speeds.get(str(result.path)) or measure_throughput(
+            {"unrepaired": failed.path, "repaired": result.path}, self.reference.inputs.x, config)
         self.log(f"repaired: {result.chosen.label}; throughput {result.throughput['ratio']:.0%} of the "
                  f"unrepaired file's at batch {config.throughput_batch}")
         result.seconds = time.perf_counter() - t0  # the search and the throughput measurement

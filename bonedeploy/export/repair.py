@@ -8,7 +8,8 @@ int8:
    prefix of the ranking that passes (doubling, then bisection), then every node whose removal
    still passes is dropped again;
 2. the other calibration recipes (MinMax, Entropy, Percentile x per-channel, per-tensor weights)
-   while the budget lasts: one that passes keeps every layer int8 and loses no speed, so it wins.
+   while the budget lasts, unless the island already keeps ``good_enough_speed`` of the plain
+   file's throughput: a recipe that passes keeps every layer int8 and loses no speed, so it wins.
 
 fp16 has step 2 only (``node_block_list``, float16 rounding as the local error). Each candidate is
 an ordinary ONNX file, gated like every exported file on the whole parity set; ``max_checks``
@@ -41,6 +42,9 @@ class RepairConfig:
     time_ratio: float | None = 0.8
     max_float_fraction: float = 0.5  # of the ranked candidate nodes
     calibrations: tuple[str, ...] = CALIBRATION_METHODS  # int8 recipes tried after the islands
+    # An island keeping this share of the plain file's throughput ends the search: a calibration
+    # recipe could win back at most the rest, at the price of a calibration pass each.
+    good_enough_speed: float = 0.95
     throughput_batch: int = 8
     throughput_s: float = 1.5  # timing per file and round
     throughput_rounds: int = 2  # interleaved rounds, best kept
@@ -221,16 +225,21 @@ def search_islands(search: Search, base: Any, ranked: list[str]) -> Attempt | No
 
 
 def choose(search: Search, precision: str, base: Any, rank: Callable[[Any], list[dict[str, Any]]],
-           budget: RepairConfig) -> RepairResult:
+           budget: RepairConfig, speed: Callable[[Attempt], float] | None = None) -> RepairResult:
     """Float islands from the failed ``base`` recipe, then (int8) the calibration recipes, which
-    win when one passes: they keep every layer int8."""
+    win when one passes: they keep every layer int8. ``speed`` (the island's throughput over the
+    plain file's) skips the recipes when the island already costs less than they could win back."""
     t0 = time.perf_counter()
     result = RepairResult(precision, FAILED)
     search.log(f"ranking {precision} nodes by their local error ({base.label()}) ...")
     result.ranking = rank(base)
     n = max(1, int(len(result.ranking) * budget.max_float_fraction))
     best = search_islands(search, base, [r["node"] for r in result.ranking[:n]])
-    if precision == "int8" and budget.calibrations:
+    cheap = best is not None and speed is not None and speed(best) >= budget.good_enough_speed
+    if cheap:
+        search.stopped = (f"the float island keeps >= {budget.good_enough_speed:.0%} of the plain file's "
+                          "throughput: calibration recipes not tried")
+    elif precision == "int8" and budget.calibrations:
         best = search_calibration(search, budget.calibrations) or best
     result.attempts = search.attempts
     if best is not None and best.passed:

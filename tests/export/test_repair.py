@@ -71,6 +71,20 @@ def test_a_calibration_recipe_that_passes_beats_float_islands():
     assert labels[2] == f"{DEFAULT_CALIBRATION} per-tensor"  # first: the recipe needing no new calibration
 
 
+def test_an_island_that_costs_little_speed_ends_the_search():
+    calls: list = []
+    search = Search(fake_check({"a"}, cheap_recipe=("Entropy", True), calls=calls), 20, lambda m: None,
+                    first_attempt())
+    result = choose(search, "int8", QuantOptions(), lambda base: ranking("a", "b"), RepairConfig(time_ratio=None),
+                    speed=lambda a: 0.97)
+    assert result.status == REPAIRED and result.chosen.recipe["float_nodes"] == ["a"]
+    assert len(calls) == 1 and "calibration recipes not tried" in result.stopped
+    slow = Search(fake_check({"a"}, cheap_recipe=("Entropy", True)), 20, lambda m: None, first_attempt())
+    result = choose(slow, "int8", QuantOptions(), lambda base: ranking("a", "b"), RepairConfig(time_ratio=None),
+                    speed=lambda a: 0.5)
+    assert result.chosen.recipe["calibration_method"] == "Entropy" and result.chosen.recipe["float_nodes"] == []
+
+
 def test_fp16_search_has_no_calibration_stage():
     calls: list = []
     search = Search(fake_check({"b"}, calls=calls), 20, lambda m: None, first_attempt())
