@@ -9,7 +9,6 @@ import shlex
 import subprocess
 import sys
 from functools import lru_cache
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,9 @@ def command_line(argv: list[str] | None = None) -> str:
 
 
 def library_versions(names: tuple[str, ...] = _LIBS) -> dict[str, str | None]:
+    # Imported here: importlib.metadata costs ~25 ms, and the prediction path never records versions.
+    from importlib.metadata import PackageNotFoundError, version
+
     out: dict[str, str | None] = {"bonedeploy": __version__, "python": platform.python_version()}
     for n in names:
         try:
