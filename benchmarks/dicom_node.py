@@ -8,7 +8,9 @@ the seed's AlexNet (random weights: speed does not depend on them), on this mach
   is polled every 20 ms. Each sender sends its share on one association, as a modality sends a
   study. Throughput = N / (first C-STORE sent -> last SR stored in Orthanc);
   latency per instance = its SR stored in Orthanc - its C-STORE response (with a queue: every
-  instance is sent at once). Then latency without a queue: one instance at a time.
+  instance is sent at once). Then latency without a queue: one instance at a time; and the node
+  without a destination (C-STORE in -> SR in the spool), as on an edge box whose PACS is elsewhere
+  (here Orthanc shares the 2 cores).
 - baseline: ``run_inference`` (in-process ``bonedeploy infer``) on the same files, model load
   excluded. Target: node >= 0.8 x baseline.
 - fsync: what the spool's durable write and the journal's synchronous commit cost per instance,
@@ -76,24 +78,7 @@ def through_node(engine: Path, files: list[Path], work: Path, batch: int, sender
         poller.start()
         t0 = time.perf_counter()
 
-        def sender(shard):
-            """One association per sender, as a modality sends a study; each response timed."""
-            from pynetdicom import AE
-            from pydicom.uid import ExplicitVRLittleEndian
-
-            ae = AE(ae_title="BENCH")
-            ae.add_requested_context(shard[0].SOPClassUID, ExplicitVRLittleEndian)
-            assoc = ae.associate("127.0.0.1", node.port, ae_title="BONEDEPLOY")
-            try:
-                for ds in shard:
-                    status = assoc.send_c_store(ds)
-                    if not status or status.Status != 0:
-                        raise SystemExit(f"C-STORE of {ds.SOPInstanceUID} failed: {status}")
-                    acked[ds.SOPInstanceUID] = time.perf_counter()
-            finally:
-                assoc.release()
-
-        threads = [threading.Thread(target=sender, args=(s,)) for s in shards]
+        threads = [threading.Thread(target=send_share, args=(node.port, s, acked)) for s in shards]
         for t in threads:
             t.start()
         for t in threads:
@@ -107,6 +92,36 @@ def through_node(engine: Path, files: list[Path], work: Path, batch: int, sender
     return {"instances_per_s": len(files) / (t1 - t0), "seconds": t1 - t0,
             "latency_s": {"p50": _pct(latencies, 50), "p99": _pct(latencies, 99), "max": max(latencies)},
             "senders": senders, "batch_size": batch}
+
+
+def without_forwarding(engine: Path, files: list[Path], work: Path, batch: int) -> float:
+    """Instances/s from the first C-STORE to the last SR written in the spool, no PACS: what the
+    node itself costs, without a PACS sharing the CPU (as it does on loopback here)."""
+    import pydicom
+    from dicomkit import Node
+
+    datasets = [pydicom.dcmread(f) for f in files]
+    work.mkdir(parents=True, exist_ok=True)
+    with Node(engine, work / "spool", "--batch-size", str(batch)) as node:
+        t0 = time.perf_counter()
+        senders = [threading.Thread(target=send_share, args=(node.port, datasets[k::2], {})) for k in range(2)]
+        for t in senders:
+            t.start()
+        for t in senders:
+            t.join()
+        while _reported(node.spool) < len(datasets):  # the journal, read in-process: no CLI starts
+            time.sleep(0.05)
+        return len(datasets) / (time.perf_counter() - t0)
+
+
+def _reported(spool: Path) -> int:
+    from bonedeploy.dicomnode.journal import Journal
+
+    journal = Journal(spool, readonly=True)
+    try:
+        return journal.status()["states"]["reported"]
+    finally:
+        journal.close()
 
 
 def one_at_a_time(engine: Path, files: list[Path], work: Path) -> dict:
@@ -129,6 +144,27 @@ def one_at_a_time(engine: Path, files: list[Path], work: Path) -> dict:
                 time.sleep(0.01)
             out.append(time.perf_counter() - t_ack)
     return {"n": len(out), "p50": _pct(out, 50), "p99": _pct(out, 99), "max": max(out)}
+
+
+def send_share(port: int, share: list, acked: dict) -> None:
+    """One association per sender, as a modality sends a study; each response timed."""
+    from pynetdicom import AE
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    ae = AE(ae_title="BENCH")
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 120
+    ae.add_requested_context(share[0].SOPClassUID, ExplicitVRLittleEndian)
+    assoc = ae.associate("127.0.0.1", port, ae_title="BONEDEPLOY")
+    if not assoc.is_established:
+        raise SystemExit(f"no association with the node on port {port}")
+    try:
+        for ds in share:
+            status = assoc.send_c_store(ds)
+            if not status or status.Status != 0:
+                raise SystemExit(f"C-STORE of {ds.SOPInstanceUID} failed: {status}")
+            acked[ds.SOPInstanceUID] = time.perf_counter()
+    finally:
+        assoc.release()
 
 
 def _poll(pacs, since: int, n: int, seen: dict, done: threading.Event) -> None:
@@ -228,6 +264,12 @@ def main(argv=None) -> int:
         print(f"repeat {rep + 1}/{args.repeats}: infer {base[-1]:.2f}/s, node {node[-1]['instances_per_s']:.2f}/s, "
               f"latency p50 {node[-1]['latency_s']['p50']:.2f} s p99 {node[-1]['latency_s']['p99']:.2f} s",
               flush=True)
+    alone = []
+    for rep in range(args.repeats):
+        run = args.work_dir / f"alone{rep}"
+        shutil.rmtree(run, ignore_errors=True)
+        alone.append(without_forwarding(engine, files, run, args.batch_size))
+    med_alone = statistics.median(alone)
     single_run = args.work_dir / "single"
     shutil.rmtree(single_run, ignore_errors=True)
     single = one_at_a_time(engine, files[:args.single_n], single_run)
@@ -244,7 +286,8 @@ def main(argv=None) -> int:
               "repeats": args.repeats, "infer_images_per_s": base, "node": node,
               "median": {"infer_images_per_s": med_base, "node_instances_per_s": med_node,
                          "ratio": med_node / med_base, "latency_p50_s": p50, "latency_p99_s": p99},
-              "target_ratio": 0.8, "one_at_a_time_latency_s": single, "fsync": fs, "load_average_before": load_before,
+              "target_ratio": 0.8, "one_at_a_time_latency_s": single,
+              "node_without_forwarding_instances_per_s": alone, "fsync": fs, "load_average_before": load_before,
               "load_average_after": load_after, "machine": info}
     d, n = fs["durable"], fs["no_fsync"]
     lines = [f"# dicom_node on {machine_slug(info)}", "", f"`{report['command']}`", "",
@@ -255,6 +298,8 @@ def main(argv=None) -> int:
              f"| in-process infer on the same files | {med_base:.2f} images/s |",
              f"| through the node (C-STORE in -> SR in Orthanc) | {med_node:.2f} instances/s |",
              f"| ratio (target >= 0.8) | {med_node / med_base:.3f} |",
+             f"| through the node, no PACS (C-STORE in -> SR in the spool) | {med_alone:.2f} instances/s "
+             f"({med_alone / med_base:.3f}x) |",
              f"| latency C-STORE response -> SR in Orthanc, all {len(files)} sent at once: p50 | {p50:.2f} s |",
              f"| the same, p99 | {p99:.2f} s |",
              f"| latency, one instance at a time ({single['n']}): p50 | {single['p50']:.2f} s |",
