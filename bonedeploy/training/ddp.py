@@ -86,6 +86,7 @@ def from_env(device: str, env: Mapping[str, str] | None = None) -> Ddp | None:
 
 
 _current: list[Ddp] = []  # the job this process is a worker of, while ``session`` lasts
+_sessions = [0]  # process groups this process has made: every rank makes the same number
 
 
 def current() -> Ddp | None:
@@ -123,7 +124,8 @@ def init_group(ddp: Ddp) -> None:
     torchrun's agent serves one TCPStore for the whole job (TORCHELASTIC_USE_AGENT_STORE) and,
     in the torch releases this project allows, keeps it across ``--max-restarts``: the relaunched
     workers then read the dead workers' addresses and fail to connect (pytorch/pytorch#135712).
-    Prefixing the keys with the restart count gives every attempt its own. (Setting
+    Prefixing the keys with the restart count (and this process's group count) gives every attempt
+    its own. (Setting
     TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 for torchrun avoids the shared store altogether.)
     """
     import datetime
@@ -135,8 +137,10 @@ def init_group(ddp: Ddp) -> None:
         return
     store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False,
                           timeout=datetime.timedelta(minutes=10))
-    dist.init_process_group(ddp.backend, store=dist.PrefixStore(f"bonedeploy/attempt_{ddp.restart}", store),
-                            rank=ddp.rank, world_size=ddp.world_size)
+    _sessions[0] += 1
+    prefix = f"bonedeploy/attempt_{ddp.restart}/group_{_sessions[0]}"
+    dist.init_process_group(ddp.backend, store=dist.PrefixStore(prefix, store), rank=ddp.rank,
+                            world_size=ddp.world_size)
 
 
 def place(rt, ddp: Ddp | None):

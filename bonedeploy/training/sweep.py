@@ -176,8 +176,13 @@ def run_sweep(cfg: SweepConfig, reporter_for: Callable[[str], Any] | None = None
               log: Callable[[str], None] = lambda s: None) -> SweepResult:
     """Train the plan in order and stop at the first failing run (rerunning skips finished ones);
     with ``cfg.devices``, queue it over those GPUs, where a failed run is recorded and the rest go on."""
+    from bonedeploy.training.ddp import launched_by_torchrun
     from bonedeploy.training.sweep_queue import is_queue
 
+    if launched_by_torchrun():
+        raise ConfigError("bonedeploy sweep does not run under torchrun (every worker would write the "
+                          "results table): run it without torchrun, with --devices 0,1,... to queue the runs "
+                          "over GPUs, or train one run with DDP: torchrun ... -m bonedeploy train")
     todo = plan(cfg)
     t_start = time.perf_counter()
     if is_queue(cfg.devices):

@@ -168,3 +168,17 @@ def test_shard_forms(text, env, expected):
 def test_bad_shards_are_refused(text, env, match):
     with pytest.raises(ConfigError, match=match):
         parse_shard(text, env)
+
+
+def test_json_shards_merge_into_the_unsharded_runs_rows(model, archive, tmp_path):
+    whole = tmp_path / "whole.json"
+    infer(model, archive, whole)
+    parts = [tmp_path / f"p-{k}.json" for k in range(2)]
+    for k, part in enumerate(parts):
+        infer(model, archive, part, shard=Shard(k, 2))
+    merge_predictions(MergeConfig(tuple(parts), tmp_path / "m.json"))
+    merged, ref = (json.loads(p.read_text()) for p in (tmp_path / "m.json", whole))
+    assert merged["rows"] == ref["rows"] and merged["columns"] == ref["columns"]
+    assert merged["format"] == ref["format"] and merged["merged"]["count"] == 2
+    with pytest.raises(ConfigError, match="keeps their format"):
+        merge_predictions(MergeConfig(tuple(parts), tmp_path / "m.csv"))

@@ -162,3 +162,12 @@ def test_a_queue_on_the_cpu_is_refused(tmp_path):
     (tmp_path / "r.toml").write_text(RECIPE)
     with pytest.raises(ConfigError, match="--device cpu"):
         run_sweep(SweepConfig(str(tmp_path / "r.toml"), str(tmp_path), device="cpu", devices=("0",)))
+
+
+def test_a_sweep_under_torchrun_is_refused(tmp_path, monkeypatch):
+    (tmp_path / "r.toml").write_text(RECIPE)
+    for key, value in {"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1",
+                       "MASTER_PORT": "1"}.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(ConfigError, match="does not run under torchrun.*--devices"):
+        run_sweep(SweepConfig(str(tmp_path / "r.toml"), str(tmp_path)))
