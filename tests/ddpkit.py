@@ -3,8 +3,8 @@
 ``torchrun(...)`` runs this file as the worker script (``python -m torch.distributed.run
 --standalone``: rendezvous on a free loopback port), bounded by a timeout, its whole process
 group killed when it overruns. The workers register the tiny test models (they exist only in
-tests) and then either run ``bonedeploy train`` (``train ARGS``) or compare one DDP step with one
-single-process step (``step OUT.json``).
+tests) and then run ``bonedeploy train`` (``train ARGS``), compare one DDP step with one
+single-process step (``step OUT.json``), or check how a refusal reaches every rank (``refusals DIR``).
 """
 
 from __future__ import annotations
@@ -125,6 +125,32 @@ def _step(out: str) -> None:
     dist.destroy_process_group()
 
 
+def _refusals(out: str) -> None:
+    """Rank 0's refusal reaches every rank; a rank holding another split stops every rank."""
+    import torch.distributed as dist
+
+    from bonedeploy.errors import BonedeployError, ConfigError
+    from bonedeploy.training import ddp as dd
+
+    def refuse():
+        raise ConfigError("runs/x already holds a run")
+
+    dist.init_process_group("gloo")
+    ddp = dd.from_env("cpu")
+    result = {"ok": dd.decide_on_main(ddp, lambda: {"decided_by": ddp.rank})}
+    try:
+        dd.decide_on_main(ddp, refuse)
+    except BonedeployError as e:
+        result["refused"] = [type(e).__name__, str(e), e.exit_code]
+    try:
+        dd.check_same_split(ddp, "a" * 64 if ddp.is_main else "b" * 64)
+    except ConfigError as e:
+        result["split"] = str(e)
+    dd.check_same_split(ddp, "c" * 64)  # the same on every rank: no error
+    Path(out, f"rank{ddp.rank}.json").write_text(json.dumps(result))
+    dist.destroy_process_group()
+
+
 if __name__ == "__main__":
     sys.path.insert(0, str(TESTS))
     mode, rest = sys.argv[1], sys.argv[2:]
@@ -132,5 +158,7 @@ if __name__ == "__main__":
         _train(rest)
     elif mode == "step":
         _step(rest[0])
+    elif mode == "refusals":
+        _refusals(rest[0])
     else:
-        raise SystemExit(f"ddpkit: unknown mode {mode!r}; valid: train, step")
+        raise SystemExit(f"ddpkit: unknown mode {mode!r}; valid: train, step, refusals")

@@ -109,6 +109,17 @@ def test_one_ddp_step_on_two_half_batches_equals_one_step_on_the_whole_batch(tmp
     assert r["plain_bn"]["grad"] > 1e-3, r["plain_bn"]
 
 
+@pytest.mark.slow
+def test_a_refusal_on_rank_0_or_a_different_split_stops_every_rank(tmp_path):
+    assert ddpkit.torchrun("refusals", tmp_path, log=tmp_path / "log", timeout=240) == 0, \
+        (tmp_path / "log").read_text()[-3000:]
+    r0, r1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
+    assert r0["ok"] == r1["ok"] == {"decided_by": 0}  # rank 0 decided, every rank has its answer
+    assert r0["refused"] == ["ConfigError", "runs/x already holds a run", 1]
+    assert r1["refused"] == ["RankZeroError", "rank 0: runs/x already holds a run", 1]
+    assert r0["split"] == r1["split"] and r0["split"].startswith("ranks [1] decoded another train/val split")
+
+
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
     return make_folder(tmp_path_factory.mktemp("ddpdata"), per_class=10)
