@@ -2,12 +2,14 @@
 
 synth (train/val + an unlabelled test folder, answer key aside) -> train the seed's selected
 AlexNet -> export fp32/fp16/int8 ONNX (+ TensorRT engine where possible) -> infer on the test
-folder -> score against the answer key -> bench -> one summary. Each step is the library
-function its CLI command calls; the demo only chooses sizes.
+folder -> score against the answer key -> infer on a few generated non-radiographs (the
+out-of-distribution gate at work) -> bench -> one summary. Each step is the library function its
+CLI command calls; the demo only chooses sizes.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -36,15 +38,21 @@ class DemoSize:
     precise_bn: bool = False  # short schedules: BatchNorm running stats lag the weights
     eval_train: bool = True  # off on the CPU: a fifth of the epoch for a number the demo never uses
     cold_start_runs: int = 1  # timed `infer` starts of the deployed artefact (0: none)
+    # Held out for validation. The OOD gate's threshold is the largest validation score below
+    # 1 / fpr - 1 images: 1 / (n + 1) of new radiographs refused on average (eval.ood).
+    val_fraction: float = 0.2
+    parity_n: int | None = None  # parity images per artefact (None: the whole validation split)
+    non_radiographs: int = 2  # generated images of each kind shown to the gate
 
 
 SIZES = {
     # The seed's schedule (100 epochs, lr 1e-4) for the GPU; a short, hotter one for the CPU.
     "gpu": DemoSize(n=353, test_n=200, epochs=100, lr=1e-4, batch_size=32,
                     bench_batch_sizes=(1, 8, 32), bench_duration=3.0, cold_start_runs=3),
-    "cpu": DemoSize(n=200, test_n=100, epochs=4, lr=1e-4, batch_size=16,
+    # 160 train / 80 validation images: the gate's threshold rests on 80 (1.2% refused on average)
+    "cpu": DemoSize(n=240, test_n=100, epochs=4, lr=1e-4, batch_size=16,
                     bench_batch_sizes=(1, 8), bench_duration=0.3, precise_bn=True,
-                    eval_train=False),
+                    eval_train=False, val_fraction=1 / 3, parity_n=40),
     "tiny": DemoSize(n=40, test_n=12, epochs=1, lr=3e-4, batch_size=8,
                      bench_batch_sizes=(1,), bench_duration=0.1, precise_bn=True,
                      eval_train=False, cold_start_runs=0),
@@ -131,13 +139,13 @@ def run_demo(config: DemoConfig, log: Log | None = None, reporter: Any = None,
     with _timed(steps, "train", log):
         tcfg = TrainConfig(model=config.model, data=str(data), out=str(run), epochs=size.epochs,
                            lr=size.lr, batch_size=size.batch_size, device=config.device,
-                           seed=config.seed, quiet=config.quiet, overwrite=True,
+                           seed=config.seed, quiet=config.quiet, overwrite=True, val_fraction=size.val_fraction,
                            precise_bn=size.precise_bn, eval_train=size.eval_train,
                            # checkpoints once at the end: AlexNet's last.pt is 1.8 GB
                            save_every=3600.0)
         trained = train(tcfg, reporter or LineReporter())
     with _timed(steps, "export", log):
-        exported = run_export(ExportConfig(source=run / "best.pt",
+        exported = run_export(ExportConfig(source=run / "best.pt", parity_n=size.parity_n,
                                            precisions=("fp32", "fp16", "int8")), log=log)
     deploy = _deployable(exported)
     with _timed(steps, "infer", log):
@@ -145,6 +153,8 @@ def run_demo(config: DemoConfig, log: Log | None = None, reporter: Any = None,
                                              out=out / "predictions.csv",
                                              labels=Path(synth["answers"]),
                                              batch_size=size.batch_size))
+    with _timed(steps, "non-radiographs", log):
+        strangers = _non_radiographs(deploy, out / "non_radiographs", size, config.seed)
     bench_report, bench_error = None, None
     with _timed(steps, "bench", log):
         try:
@@ -155,13 +165,15 @@ def run_demo(config: DemoConfig, log: Log | None = None, reporter: Any = None,
                 # one process, no per-row cold starts: the demo's speed table is a first look
                 # (a child or a start per row costs a model load each: a minute on 2 cores);
                 # `bonedeploy bench` times each row with the others idle, and its cold start
-                isolate=False, other_runtimes=False, cold_start_runs=0),
+                isolate=False, other_runtimes=False, cold_start_runs=0,
+                parity_n=size.parity_n),  # the images export's gate saw: the same verdicts
                 console=console)
         except GateFailedError as e:  # the outputs are written; report it in the summary
             bench_error = str(e)
         cold_start = _cold_start(deploy, data / "test", size.cold_start_runs, out)
     summary = _summarise(config, size, cuda, synth, trained, exported, deploy, inferred,
                          bench_report, bench_error, steps, out)
+    summary["ood"] = _ood_summary(inferred, strangers)
     summary["test"]["cold_start"] = cold_start
     write_json(out / "summary.json", summary)
     write_text(out / "summary.md", summary_markdown(summary))
@@ -183,6 +195,34 @@ def _cold_start(artefact: Path, images: Path, runs: int, out: Path) -> dict[str,
         return {"error": str(e)}
 
 
+def _non_radiographs(artefact: Path, folder: Path, size: DemoSize, seed: int):
+    """A few generated images that are not elbow radiographs (blank, noise, gradient, text,
+    pattern, a chest film), written as PNGs, then `infer` on them with the deployed artefact."""
+    import numpy as np
+    from PIL import Image
+
+    from bonedeploy.data.synth.ood import FAR, make_images
+    from bonedeploy.infer.run import InferConfig, run_inference
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for kind in (*FAR, "chest"):
+        for i, image in enumerate(make_images(kind, size.non_radiographs, 400, seed=9000 + seed)):
+            Image.fromarray((image * 255).round().astype(np.uint8)).save(folder / f"{kind}-{i}.png")
+    return run_inference(InferConfig(engine=artefact, inputs=(folder,), out=folder / "predictions.csv",
+                                     batch_size=size.batch_size))
+
+
+def _ood_summary(inferred, strangers) -> dict[str, Any]:
+    """The gate at work: test radiographs refused, and generated non-radiographs caught."""
+    import csv
+
+    with open(strangers.out, newline="") as fh:
+        answered = [Path(r["path"]).name for r in csv.DictReader(fh) if r["status"] == "ok"]
+    return {"test_n": inferred.total, "test_refused": len(inferred.rejected),
+            "non_radiographs": strangers.total, "non_radiographs_refused": len(strangers.rejected),
+            "answered": answered, "predictions": str(strangers.out), "notes": list(strangers.notes)}
+
+
 def _deployable(exported) -> Path:
     """The artefact `infer` runs: the engine when one was built, else the fastest ONNX file that
     passed its gate on this machine (int8 on a CPU), else fp32."""
@@ -200,8 +240,11 @@ def _summarise(config, size, cuda, synth, trained, exported, deploy, inferred, b
                bench_error, steps, out) -> dict[str, Any]:
     m = inferred.metrics or {}
     speed = []
-    if bench_report is not None:
-        for r in bench_report.to_dict()["results"]:
+    # a failed gate raises after bench.json is written: its rows still show the speeds
+    bench_results = (bench_report.to_dict()["results"] if bench_report is not None
+                     else _written_results(out / "bench.json"))
+    if bench_results:
+        for r in bench_results:
             for mode, per in (r.get("timings") or {}).items():
                 for bs, st in per.items():
                     speed.append({"artefact": r.get("label"), "status": r["status"], "mode": mode,
@@ -241,6 +284,13 @@ def _summarise(config, size, cuda, synth, trained, exported, deploy, inferred, b
     }
 
 
+def _written_results(path: Path) -> list[dict[str, Any]]:
+    try:
+        return json.loads(path.read_text()).get("results") or []
+    except (OSError, ValueError):
+        return []
+
+
 def _pct(x: float | None) -> str:
     return "–" if x is None else f"{x:.1%}"
 
@@ -254,6 +304,19 @@ def _cold_start_lines(t: dict[str, Any]) -> list[str]:
     return [f"**Cold start** of `bonedeploy infer` on one image with it ({c['backend']}): "
             f"{c['median_s']:.2f} s from process start to the first row (median of {c['runs']}; "
             f"peak RSS {c['peak_rss_mb']:.0f} MB).", ""]
+
+
+def _ood_lines(o: dict[str, Any] | None) -> list[str]:
+    if not o:
+        return []
+    lines = ["", "## Out-of-distribution gate", "",
+             f"- in-distribution test radiographs refused: **{o['test_refused']} of {o['test_n']}** "
+             f"({_pct(o['test_refused'] / o['test_n'] if o['test_n'] else None)})",
+             f"- generated non-radiographs (blank, noise, gradient, text, pattern, chest film) refused: "
+             f"**{o['non_radiographs_refused']} of {o['non_radiographs']}**"
+             + (f"; answered: {', '.join(o['answered'])}" if o["answered"] else "")]
+    lines += [f"- note: {n}" for n in o.get("notes") or []]
+    return lines
 
 
 def summary_markdown(s: dict[str, Any]) -> str:
@@ -275,6 +338,7 @@ def summary_markdown(s: dict[str, Any]) -> str:
                      "–" if e["accuracy_delta"] is None else f"{e['accuracy_delta'] * 100:+.1f} pt",
                      "pass" if e["passed"] else "FAIL"] for e in s["export"]], "llrrrrl"),
     ]
+    lines += _ood_lines(s.get("ood"))
     eng = s["engine"]
     if eng.get("built"):
         lines += ["", f"TensorRT engine: built, `{eng.get('path')}`."]

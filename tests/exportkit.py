@@ -54,3 +54,14 @@ def make_checkpoint(path: Path, model: str = "tiny", data_root: Path | None = No
 
         ckpt["split"] = make_split(scan_image_folder(data_root), val_fraction, 0).to_dict()
     return save_checkpoint(path, ckpt)
+
+
+def gated_checkpoint(root: Path, per_class: int = 10) -> Path:
+    """A ``tiny`` checkpoint with a fitted OOD gate (``calibrate`` on its recorded split: features
+    of the training images, threshold on the validation images)."""
+    from bonedeploy.eval.calibration import CalibrateConfig, calibrate_checkpoint
+
+    data = make_tree(root / "data", per_class=per_class)
+    ckpt = make_checkpoint(root / "run" / "best.pt", data_root=data)
+    calibrate_checkpoint(CalibrateConfig(ckpt, force=True, ood_fpr=0.05))
+    return ckpt

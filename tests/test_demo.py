@@ -36,8 +36,10 @@ def test_demo_leaves_every_artefact(demo):
 def test_reported_accuracy_matches_the_predictions_file(demo):
     out, s, _ = demo
     answers = {r["path"]: r["label"] for r in csv.DictReader((out / "data/test_answers.csv").open())}
-    rows = list(csv.DictReader((out / "predictions.csv").open()))
-    assert len(rows) == len(answers) == SIZES["tiny"].test_n == s["test"]["n"]
+    all_rows = list(csv.DictReader((out / "predictions.csv").open()))
+    assert len(all_rows) == len(answers) == SIZES["tiny"].test_n
+    rows = [r for r in all_rows if r["status"] == "ok"]  # the OOD gate's refusals have no label
+    assert len(rows) == s["test"]["n"] == len(all_rows) - s["ood"]["test_refused"]
     correct = sum(r["predicted"] == answers[Path(r["path"]).name] for r in rows)
     assert s["test"]["accuracy"] == pytest.approx(correct / len(rows))
     lo, hi = s["test"]["accuracy_ci95"]
@@ -56,6 +58,19 @@ def test_summary_numbers_come_from_the_step_outputs(demo):
     assert {r["artefact"] for r in ok_rows} >= {"PyTorch fp32", "ONNX fp32", "ONNX int8"}
     assert len(bench["results"]) == len({r["artefact"] for r in s["bench"]["rows"]})
     assert "demo summary" in output and "accuracy" in (out / "summary.md").read_text()
+
+
+@pytest.mark.slow
+def test_the_gate_at_work_on_generated_non_radiographs(demo):
+    out, s, output = demo
+    o = s["ood"]
+    rows = list(csv.DictReader((out / "non_radiographs" / "predictions.csv").open()))
+    assert len(rows) == o["non_radiographs"] == 6 * SIZES["tiny"].non_radiographs
+    assert o["non_radiographs_refused"] == sum(r["status"].startswith("rejected: ") for r in rows)
+    assert o["answered"] == [Path(r["path"]).name for r in rows if r["status"] == "ok"]
+    md = (out / "summary.md").read_text()
+    assert "## Out-of-distribution gate" in md and f"**{o['test_refused']} of {o['test_n']}**" in md
+    assert f"**{o['non_radiographs_refused']} of {o['non_radiographs']}**" in md
 
 
 def test_existing_output_is_not_overwritten(tmp_path):

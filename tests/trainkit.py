@@ -24,11 +24,22 @@ def build_tiny(dropout: float = 0.5, num_classes: int = 2, in_channels: int = 1)
     )
 
 
+def register_test_family() -> None:
+    """The "test" family's last convolutional block: the ReLU after the first conv and BatchNorm
+    (index 2 of ``tiny_test``; ``tiny_slow_test`` puts a pause first, so its ReLU is one later)."""
+    from bonedeploy.models import register_last_conv
+    from bonedeploy.models._registry import _LAST_CONV
+
+    if "test" not in _LAST_CONV:
+        register_last_conv("test", lambda m: [n for n, c in m.named_children() if type(c).__name__ == "ReLU"][0])
+
+
 def register_tiny() -> str:
     from bonedeploy.models import (ModelEntry, SeedResult, TrainDefaults, list_models,
                                    register_model)
 
     if TINY not in list_models():
+        register_test_family()
         register_model(ModelEntry(
             name=TINY, family="test", builder=build_tiny, kwargs={"dropout": 0.5},
             defaults=TrainDefaults(epochs=3, lr=1e-3, batch_size=4), params=398,

@@ -14,6 +14,7 @@ from bonedeploy import CLASSES, __version__
 from bonedeploy.errors import ArtefactError
 from bonedeploy.data.preprocess import PreprocessSpec
 from bonedeploy.artefacts.operating_point import OperatingPoint
+from bonedeploy.artefacts.ood import OODGate
 
 PREFIX = "bonedeploy."
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -39,6 +40,9 @@ class ModelCard:
     # "temperature" / "operating point" when fitted with --force on fewer images than
     # bonedeploy.eval.set_size asks for: every artefact says its decision rests on a small set.
     fitted_below_minimum: tuple[str, ...] = ()
+    # When to refuse an image as out of distribution (``ood_score`` > threshold); None: no gate (an
+    # artefact made before bonedeploy fitted one). Replaced by ``calibrate`` with the rest.
+    ood: OODGate | None = None
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -67,12 +71,13 @@ class ModelCard:
             "calibration": dict(self.calibration) if self.calibration else None,
             "history": [dict(h) for h in self.history],
             "fitted_below_minimum": list(self.fitted_below_minimum),
+            "ood": self.ood.to_dict() if self.ood else None,
         }
 
     def decision_state(self) -> dict[str, Any]:
         """The decision fields, as kept in ``history`` when they are replaced."""
         d = self.to_dict()
-        return {k: d[k] for k in ("operating_point", "temperature", "calibration", "fitted_below_minimum")}
+        return {k: d[k] for k in ("operating_point", "temperature", "calibration", "fitted_below_minimum", "ood")}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], where: str = "artefact") -> "ModelCard":
@@ -90,6 +95,7 @@ class ModelCard:
                 calibration=d.get("calibration"),
                 history=tuple(d.get("history") or ()),
                 fitted_below_minimum=tuple(d.get("fitted_below_minimum") or ()),  # absent before issue 23
+                ood=OODGate.from_dict(g) if (g := d.get("ood")) else None,  # absent before issue 18
             )
         except (KeyError, TypeError, ValueError) as e:
             raise ArtefactError(f"{where}: model card is incomplete or malformed ({e})") from e

@@ -84,6 +84,7 @@ class TensorSpec:
     name: str
     dtype: str
     dims: tuple[int, ...]  # without the batch axis
+    reshape: tuple[int, ...] | None = None  # the model's own shape, when it differs (ood_score: [])
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
@@ -144,7 +145,9 @@ def _tensors(kind: str, specs: tuple[TensorSpec, ...]) -> list[str]:
     out = [f"{kind} ["]
     for i, t in enumerate(specs):
         sep = "," if i < len(specs) - 1 else ""
-        out.append(f"  {{ name: {_q(t.name)} data_type: {t.dtype} dims: [ {', '.join(map(str, t.dims))} ] }}{sep}")
+        reshape = "" if t.reshape is None else f" reshape: {{ shape: [ {', '.join(map(str, t.reshape))} ] }}"
+        out.append(f"  {{ name: {_q(t.name)} data_type: {t.dtype} dims: [ {', '.join(map(str, t.dims))} ]"
+                   f"{reshape} }}{sep}")
     out.append("]")
     return out
 

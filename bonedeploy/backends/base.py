@@ -83,6 +83,22 @@ class Backend(abc.ABC):
             raise RuntimeError("call load() first")
         return self._infer(self._checked(batch))
 
+    def infer_scored(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Logits and each image's out-of-distribution score (``ood_score``, float32 N), or None
+        for the score when this artefact or runtime computes none (``gives_ood_score``)."""
+        if not self.loaded:
+            raise RuntimeError("call load() first")
+        return self._infer_scored(self._checked(batch))
+
+    @property
+    def gives_ood_score(self) -> bool:
+        """Whether ``infer_scored`` returns a score: the artefact computes one and this runtime
+        hands it out (backends override; the base gives none)."""
+        return False
+
+    def _infer_scored(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        return self._infer(batch), None
+
     def _checked(self, batch: np.ndarray) -> np.ndarray:
         """The batch as contiguous float32, refused unless it is N x the card's input shape."""
         expected = self.card.preprocess.input_shape

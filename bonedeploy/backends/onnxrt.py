@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from bonedeploy.artefacts.card import ModelCard
+from bonedeploy.artefacts.ood import OOD_OUTPUT
 from bonedeploy.backends.base import FileBackend, register_backend
 from bonedeploy.backends.options import Option
 from bonedeploy.errors import ArtefactError, BackendUnavailableError, ConfigError
@@ -207,8 +208,18 @@ class OnnxRuntimeBackend(FileBackend):
         d = self._session.get_outputs()[0].shape
         return d[-1] if d and isinstance(d[-1], int) else None
 
+    @property
+    def gives_ood_score(self) -> bool:
+        return self.loaded and OOD_OUTPUT in self.output_names
+
     def _infer(self, batch: np.ndarray) -> np.ndarray:
         return np.asarray(self._run(batch)[0], dtype=np.float32)
+
+    def _infer_scored(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        outs = dict(zip(self.output_names, self._run(batch)))
+        score = outs.get(OOD_OUTPUT)
+        return (np.asarray(outs[self.output_names[0]], dtype=np.float32),
+                None if score is None else np.asarray(score, dtype=np.float32).reshape(-1))
 
     def infer_outputs(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         """Every output of the graph by name (an explain graph's ``logits`` and ``cam``)."""

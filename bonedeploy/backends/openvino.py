@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from bonedeploy.artefacts.card import ModelCard
+from bonedeploy.artefacts.ood import OOD_OUTPUT
 from bonedeploy.backends.base import FileBackend, register_backend
 from bonedeploy.backends.options import Option
 from bonedeploy.errors import ArtefactError, BackendUnavailableError
@@ -103,6 +104,8 @@ class OpenVinoBackend(FileBackend):
         else:
             self._read()
         self._compile_for(None)
+        compiled = getattr(self, "_compiled_model", None)
+        self._ood_output = _has_output(compiled if compiled is not None else self._model, OOD_OUTPUT)
 
     def _read(self) -> None:
         try:
@@ -222,12 +225,24 @@ class OpenVinoBackend(FileBackend):
     def declared_output_width(self) -> int | None:
         return self._out_dims[-1] if self._out_dims else None
 
+    @property
+    def gives_ood_score(self) -> bool:
+        return self.loaded and self._ood_output
+
     def _infer(self, batch: np.ndarray) -> np.ndarray:
+        return self._infer_scored(batch)[0]
+
+    def _infer_scored(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         if len(batch) == 0:
-            return np.zeros((0, len(self.card.classes)), np.float32)
+            return np.zeros((0, len(self.card.classes)), np.float32), (
+                np.zeros((0,), np.float32) if self._ood_output else None)
         request = self._compile_for(len(batch))
         request.infer({0: batch.astype(self._input_dtype, copy=False)})
-        return np.array(request.get_output_tensor(0).data, dtype=np.float32)
+        logits = np.array(request.get_output_tensor(0).data, dtype=np.float32)
+        if not self._ood_output:
+            return logits, None
+        k = next(i for i, names in enumerate(_output_names(request)) if OOD_OUTPUT in names)
+        return logits, np.array(request.get_output_tensor(k).data, dtype=np.float32).reshape(-1)
 
     def describe(self) -> dict[str, Any]:
         d = super().describe()
@@ -252,6 +267,16 @@ class OpenVinoBackend(FileBackend):
         if self.cache_note:
             d["cache_note"] = self.cache_note
         return d
+
+
+def _output_names(node) -> list[set[str]]:
+    """The names of each output of a model, compiled model or infer request, in order."""
+    outputs = node.model_outputs if hasattr(node, "model_outputs") else node.outputs
+    return [set(o.get_names()) for o in outputs]
+
+
+def _has_output(node, name: str) -> bool:
+    return any(name in names for names in _output_names(node))
 
 
 def _framework_props(model) -> dict[str, str]:

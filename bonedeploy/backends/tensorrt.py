@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from bonedeploy.artefacts.naming import ENGINE_SUFFIXES
+from bonedeploy.artefacts.ood import OOD_OUTPUT
 from bonedeploy.backends.base import FileBackend, register_backend
 from bonedeploy.backends.cudamem import IMPLEMENTATIONS, CudaBinding, CudaError, open_cuda
 from bonedeploy.backends.options import Option
@@ -62,9 +63,14 @@ class TensorRTBackend(FileBackend):
         self._engine: trt.ICudaEngine | None = None
         self._context: trt.IExecutionContext | None = None
         self._stream: Any = None
-        self._d_in = self._d_out = 0
+        self._d_in = self._d_out = self._d_ood = 0
         self._h_in: np.ndarray | None = None
         self._h_out: np.ndarray | None = None
+        self._h_ood: np.ndarray | None = None  # the engine's ood_score output, when it has one
+
+    @property
+    def gives_ood_score(self) -> bool:
+        return self.loaded and self._h_ood is not None
 
     def _open(self) -> None:
         from bonedeploy.artefacts import sidecar as sc
@@ -110,9 +116,12 @@ class TensorRTBackend(FileBackend):
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
         ins = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         outs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
-        if len(ins) != 1 or len(outs) != 1:
-            raise ArtefactError(f"{self.path}: expected one input and one output tensor, got {ins} -> {outs}")
-        self._in, self._out = ins[0], outs[0]
+        ood = [n for n in outs if n == OOD_OUTPUT]
+        logits = [n for n in outs if n != OOD_OUTPUT]
+        if len(ins) != 1 or len(logits) != 1:
+            raise ArtefactError(f"{self.path}: expected one input and one output tensor (and "
+                                f"{OOD_OUTPUT}), got {ins} -> {outs}")
+        self._in, self._out = ins[0], logits[0]
         in_shape = _dims(engine.get_tensor_shape(self._in))
         out_shape = _dims(engine.get_tensor_shape(self._out))
         if in_shape[0] == -1:
@@ -130,7 +139,12 @@ class TensorRTBackend(FileBackend):
         self._h_out = mem.host_empty((self._max_b, *self._sample_out), out_dtype)
         self._d_in = mem.malloc(self._h_in.nbytes)
         self._d_out = mem.malloc(self._h_out.nbytes)
-        for name, ptr in ((self._in, self._d_in), (self._out, self._d_out)):
+        bindings = [(self._in, self._d_in), (self._out, self._d_out)]
+        if ood:  # one float per image, computed in the engine (the card's OOD gate)
+            self._h_ood = mem.host_empty((self._max_b,), trt.nptype(engine.get_tensor_dtype(OOD_OUTPUT)))
+            self._d_ood = mem.malloc(self._h_ood.nbytes)
+            bindings.append((OOD_OUTPUT, self._d_ood))
+        for name, ptr in bindings:
             if not context.set_tensor_address(name, ptr):
                 raise ArtefactError(f"{self.path}: set_tensor_address({name!r}) refused")
 
@@ -141,12 +155,18 @@ class TensorRTBackend(FileBackend):
         return int(self._sample_out[-1]) if self._sample_out else None
 
     def _infer(self, batch: np.ndarray) -> np.ndarray:
-        out = []
+        return self._infer_scored(batch)[0]
+
+    def _infer_scored(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        out, scores = [], []
         for start, n, run in plan_chunks(len(batch), self._min_b, self._max_b):
             out.append(self._run_chunk(batch[start:start + n], run))
+            if self._h_ood is not None:
+                scores.append(np.array(self._h_ood[:n], dtype=np.float32))  # filled by the same run
         if not out:
-            return np.zeros((0, *self._sample_out), np.float32)
-        return np.concatenate(out)
+            return np.zeros((0, *self._sample_out), np.float32), (
+                np.zeros((0,), np.float32) if self._h_ood is not None else None)
+        return np.concatenate(out), (np.concatenate(scores) if self._h_ood is not None else None)
 
     def _run_chunk(self, chunk: np.ndarray, run: int) -> np.ndarray:
         mem, context, h_in, h_out = self._mem, self._context, self._h_in, self._h_out
@@ -164,6 +184,8 @@ class TensorRTBackend(FileBackend):
         if not context.execute_async_v3(mem.handle(self._stream)):
             raise CudaError(f"{self.path}: TensorRT execute_async_v3 failed for batch {run}")
         mem.dtoh_async(h_out, self._d_out, run * per_out, self._stream)
+        if self._h_ood is not None:
+            mem.dtoh_async(self._h_ood, self._d_ood, run * self._h_ood.itemsize, self._stream)
         mem.synchronize(self._stream)
         return np.array(h_out[:n], dtype=np.float32)  # a copy: the pinned buffer is reused
 
@@ -186,17 +208,17 @@ class TensorRTBackend(FileBackend):
     def _close(self) -> None:
         mem = self._mem
         if mem is not None:
-            for ptr in (self._d_in, self._d_out):
+            for ptr in (self._d_in, self._d_out, self._d_ood):
                 if ptr:
                     mem.free(ptr)
-            for arr in (self._h_in, self._h_out):
+            for arr in (self._h_in, self._h_out, self._h_ood):
                 if arr is not None:
                     mem.free_host(arr)
             if self._stream is not None:
                 mem.stream_destroy(self._stream)
         self._context = self._engine = self._runtime = None
-        self._d_in = self._d_out = 0
-        self._h_in = self._h_out = self._stream = None
+        self._d_in = self._d_out = self._d_ood = 0
+        self._h_in = self._h_out = self._h_ood = self._stream = None
 
 
 def _dims(dims: trt.Dims) -> tuple[int, ...]:

@@ -41,6 +41,7 @@ class TorchBackend(FileBackend):
         if self.cuda_graph and self.graph_batch is None:
             raise ConfigError("torch backend: cuda_graph needs a fixed positive batch_size")
         self._graph = None
+        self._scored = False  # the module returns (logits, ood_score): the card has an OOD gate
         self._preloaded: tuple[Any, Any] | None = None
         self._cudnn_benchmark: bool | None = None  # the process-wide flag as found, restored on close
 
@@ -60,10 +61,14 @@ class TorchBackend(FileBackend):
 
     @property
     def model(self) -> Any:
-        """The loaded module (e.g. for Grad-CAM's hooks)."""
+        """The loaded classifier (e.g. for Grad-CAM's hooks), without its OOD head."""
         if not self.loaded:
             raise RuntimeError("call load() first")
-        return self._model
+        return self._model.model if self._scored else self._model
+
+    @property
+    def gives_ood_score(self) -> bool:
+        return self.loaded and self._scored
 
     def _open(self) -> None:
         try:
@@ -86,15 +91,20 @@ class TorchBackend(FileBackend):
 
     def _load_model(self, torch, device: str) -> None:
         from bonedeploy.artefacts.checkpoint import card_from_checkpoint, load_checkpoint, model_from_checkpoint
+        from bonedeploy.models.ood import ScoredModel, scored_model
 
         if self._preloaded is not None:
             model, self._card = self._preloaded
         else:
             ckpt = load_checkpoint(self.path)
             self._card = card_from_checkpoint(ckpt, str(self.path))
-            model = model_from_checkpoint(ckpt, str(self.path))
+            # with the card's OOD gate: its head and the checkpoint's fitted tensors
+            model = scored_model(model_from_checkpoint(ckpt, str(self.path)), self._card, ckpt)
         self._dtype = torch.float16 if self.precision == "fp16" else torch.float32
         self._model = model.to(device=device, dtype=self._dtype).eval()
+        self._scored = isinstance(self._model, ScoredModel)
+        if self._scored:
+            self._model.float_head()  # scores overflow float16
         self._device = device
         if self.cuda_graph:
             self._capture_graph()
@@ -122,7 +132,7 @@ class TorchBackend(FileBackend):
         self._host_in = torch.zeros(shape, dtype=torch.float32).pin_memory()
 
         def forward():
-            return self._model(self._static_in.to(self._dtype)).float()
+            return tuple(o.float() for o in self._outputs(self._static_in.to(self._dtype)))
 
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
@@ -133,21 +143,31 @@ class TorchBackend(FileBackend):
         self._graph = torch.cuda.CUDAGraph()
         with torch.no_grad(), torch.cuda.graph(self._graph):
             self._static_out = forward()
-        self._host_out = torch.zeros(self._static_out.shape, dtype=torch.float32).pin_memory()
+        self._host_out = tuple(torch.zeros(o.shape, dtype=torch.float32).pin_memory() for o in self._static_out)
         torch.cuda.synchronize()
 
-    def _infer(self, batch: np.ndarray) -> np.ndarray:
-        if self._graph is not None:
-            return self._infer_graph(batch)
-        torch = self._torch
-        with torch.inference_mode():
-            x = torch.from_numpy(batch).to(self._device, non_blocking=True).to(self._dtype)
-            return self._model(x).float().cpu().numpy()
+    def _outputs(self, x) -> tuple:
+        """(logits,) or (logits, ood_score): what the module returns, as a tuple."""
+        out = self._model(x)
+        return tuple(out) if isinstance(out, (tuple, list)) else (out,)
 
-    def _infer_graph(self, batch: np.ndarray) -> np.ndarray:
+    def _infer(self, batch: np.ndarray) -> np.ndarray:
+        return self._infer_scored(batch)[0]
+
+    def _infer_scored(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        if self._graph is not None:
+            outs = self._infer_graph(batch)
+        else:
+            torch = self._torch
+            with torch.inference_mode():
+                x = torch.from_numpy(batch).to(self._device, non_blocking=True).to(self._dtype)
+                outs = [o.float().cpu().numpy() for o in self._outputs(x)]
+        return outs[0], (outs[1] if len(outs) > 1 else None)
+
+    def _infer_graph(self, batch: np.ndarray) -> list[np.ndarray]:
         """Replay the captured graph chunk by chunk; the last partial chunk is zero-padded and sliced."""
         torch = self._torch
-        size, out = self.graph_batch, []
+        size, parts = self.graph_batch, []
         for start in range(0, len(batch), size):
             chunk = torch.from_numpy(batch[start:start + size])
             n = len(chunk)
@@ -156,10 +176,14 @@ class TorchBackend(FileBackend):
                 self._host_in[n:].zero_()
             self._static_in.copy_(self._host_in, non_blocking=True)
             self._graph.replay()
-            self._host_out.copy_(self._static_out, non_blocking=True)
+            for host, static in zip(self._host_out, self._static_out):
+                host.copy_(static, non_blocking=True)
             torch.cuda.current_stream().synchronize()
-            out.append(self._host_out[:n].numpy().copy())
-        return np.concatenate(out) if out else np.zeros((0, len(self.card.classes)), np.float32)
+            parts.append([host[:n].numpy().copy() for host in self._host_out])
+        if not parts:
+            empty = [np.zeros((0, len(self.card.classes)), np.float32)]
+            return empty + ([np.zeros((0,), np.float32)] if self._scored else [])
+        return [np.concatenate(p) for p in zip(*parts)]
 
     def synchronize(self) -> None:
         if self.loaded and self._device == "cuda":

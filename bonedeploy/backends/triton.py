@@ -21,6 +21,7 @@ from bonedeploy.backends.base import Backend, register_backend
 from bonedeploy.backends.options import Option
 from bonedeploy.errors import ArtefactError, BackendUnavailableError, ConfigError
 from bonedeploy.artefacts import triton as P
+from bonedeploy.artefacts.ood import OOD_OUTPUT, REJECTED
 
 SCHEMES = ("grpc", "http")
 _URL = re.compile(r"^(?P<scheme>[a-z]+):/{1,2}(?P<host>[^/]+)/(?P<model>[^/?#]+)/?$")
@@ -44,6 +45,7 @@ class RemoteBatch:
     logits: np.ndarray  # n_ok x K
     ok: list[int] = field(default_factory=list)
     errors: dict[int, str] = field(default_factory=dict)
+    ood: np.ndarray | None = None  # n_ok OOD scores, when the server computes them
 
     @property
     def x(self) -> np.ndarray:
@@ -101,6 +103,8 @@ class TritonBackend(Backend):
         self.max_batch = int(cfg.get("max_batch_size") or 1)
         self._config = cfg
         self._input = (cfg.get("input") or [{}])[0]
+        # a server whose artefact computes the OOD score declares it (bonedeploy serve, --triton-repo)
+        self._ood_output = OOD_OUTPUT in {o.get("name") for o in cfg.get("output") or []}
         if self.remote_decode:
             file_model = P.file_model(self.model)
             if not self._client.is_model_ready(file_model):
@@ -116,29 +120,46 @@ class TritonBackend(Backend):
         dims = (out.get(P.LOGITS) or {}).get("dims")
         return int(dims[-1]) if dims else None
 
+    @property
+    def gives_ood_score(self) -> bool:
+        return self.loaded and self._ood_output
+
     def _infer(self, batch: np.ndarray) -> np.ndarray:
+        return self._infer_scored(batch)[0]
+
+    def _infer_scored(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         name = self._input.get("name") or P.IMAGE
-        parts = []
+        outputs = [P.LOGITS, OOD_OUTPUT] if self._ood_output else [P.LOGITS]
+        parts, scores = [], []
         for s in range(0, len(batch), self.max_batch):
             chunk = np.ascontiguousarray(batch[s:s + self.max_batch])
             inp = self._tc.InferInput(name, list(chunk.shape), "FP32")
             inp.set_data_from_numpy(chunk)
-            result = self._call(self.model, [inp], [P.LOGITS])
+            result = self._call(self.model, [inp], outputs)
             parts.append(np.asarray(result.as_numpy(P.LOGITS), dtype=np.float32))
-        return np.concatenate(parts) if parts else np.zeros((0, len(self.card.classes)), np.float32)
+            if self._ood_output:
+                scores.append(np.asarray(result.as_numpy(OOD_OUTPUT), dtype=np.float32).reshape(-1))
+        logits = np.concatenate(parts) if parts else np.zeros((0, len(self.card.classes)), np.float32)
+        if not self._ood_output:
+            return logits, None
+        return logits, np.concatenate(scores) if scores else np.zeros((0,), np.float32)
 
-    def infer_files(self, blobs: Sequence[bytes]) -> tuple[np.ndarray, list[str]]:
-        """Encoded files -> (logits n x K, status per item), decoded on the server."""
-        logits, status = [], []
+    def infer_files(self, blobs: Sequence[bytes]) -> tuple[np.ndarray, list[str], np.ndarray | None]:
+        """Encoded files -> (logits n x K, status per item, OOD scores or None), decoded on the server."""
+        logits, status, scores = [], [], []
+        outputs = [P.LOGITS, P.STATUS] + ([OOD_OUTPUT] if self._ood_output else [])
         for s in range(0, len(blobs), self.max_batch):
             arr = np.array([[b] for b in blobs[s:s + self.max_batch]], dtype=object)
             inp = self._tc.InferInput(P.FILE, list(arr.shape), "BYTES")
             inp.set_data_from_numpy(arr)
-            r = self._call(P.file_model(self.model), [inp], [P.LOGITS, P.STATUS])
+            r = self._call(P.file_model(self.model), [inp], outputs)
             logits.append(np.asarray(r.as_numpy(P.LOGITS), dtype=np.float32))
             status += [_text(v) for v in r.as_numpy(P.STATUS).reshape(-1)]
+            if self._ood_output:
+                scores.append(np.asarray(r.as_numpy(OOD_OUTPUT), dtype=np.float32).reshape(-1))
         k = len(self.card.classes)
-        return (np.concatenate(logits) if logits else np.zeros((0, k), np.float32)), status
+        return ((np.concatenate(logits) if logits else np.zeros((0, k), np.float32)), status,
+                (np.concatenate(scores) if scores else np.zeros((0,), np.float32)) if self._ood_output else None)
 
     def iterate_files(self, batches: Sequence[Sequence[Path]]) -> Iterator[RemoteBatch]:
         """``infer --remote-decode``: per batch, read the files here and let the server decode them."""
@@ -151,15 +172,17 @@ class TritonBackend(Backend):
                     where.append(i)
                 except OSError as e:
                     errors[i] = _read_cause(e)
-            logits, status = self.infer_files(blobs) if blobs else (None, [])
+            logits, status, scores = self.infer_files(blobs) if blobs else (None, [], None)
             ok = []
             for j, (i, st) in enumerate(zip(where, status)):
-                if st == P.OK:
+                if st == P.OK or st.startswith(REJECTED):  # infer applies the same gate to the score
                     ok.append((i, j))
                 else:
                     errors[i] = st.removeprefix("error: ")
-            rows = logits[[j for _, j in ok]] if ok else np.zeros((0, len(self.card.classes)), np.float32)
-            yield RemoteBatch(paths, rows, [i for i, _ in ok], errors)
+            keep = [j for _, j in ok]
+            rows = logits[keep] if ok else np.zeros((0, len(self.card.classes)), np.float32)
+            ood = None if scores is None else (scores[keep] if ok else np.zeros((0,), np.float32))
+            yield RemoteBatch(paths, rows, [i for i, _ in ok], errors, ood)
 
     def _call(self, model: str, inputs: list, outputs: list[str]):
         req = [self._tc.InferRequestedOutput(o) for o in outputs]

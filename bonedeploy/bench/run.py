@@ -65,6 +65,7 @@ class Runner:
         self.opener = opener
         self.inputs = inputs
         self.ref_logits: np.ndarray | None = None
+        self.ref_ood: np.ndarray | None = None  # the reference's OOD scores (parity images + probes)
         self.ref_label: str | None = None
         self.ref_key: str | None = None
         self.files: list[Path] | None = None
@@ -155,6 +156,8 @@ class Runner:
         try:
             self.inputs = select_parity_set(ckpt=ckpt, data=self.config.data, spec=backend.card.preprocess,
                                             n=self.config.parity_n, classes=backend.card.classes)
+            if backend.card.ood is not None:  # OOD decisions are compared on non-radiographs too
+                self.inputs = parity.with_probes(self.inputs, backend.card.preprocess)
         except BonedeployError as e:
             raise InputsError(f"cannot prepare the parity images: {e}") from e
         except Exception as e:  # noqa: BLE001 -- one line for the user, not a traceback
@@ -165,18 +168,22 @@ class Runner:
     def _parity(self, res: ArtefactResult, backend) -> None:
         if not self.config.parity:
             return
-        logits = parity.backend_logits(backend, self.inputs, PARITY_CHUNK)
+        logits, scores = parity.backend_outputs(backend, self.inputs, PARITY_CHUNK)
         if self.ref_logits is None:
             if not (res.target.reference or res.precision == "fp32"):
                 return  # nothing trustworthy to compare against yet
             self.ref_logits, self.ref_label, self.ref_key = logits, res.target.label, res.target.key
+            self.ref_ood = scores
             if not res.target.reference:
                 self.notes.append("the PyTorch reference did not run; parity and speed-ups "
                                   f"are against {self.ref_label}")
         from bonedeploy.eval.decision import rule_for
 
+        ood = None
+        if self.ref_ood is not None and backend.card.ood is not None:
+            ood = parity.OODCheck(backend.card.ood, self.ref_ood, scores, self.inputs.ood_names)
         result = parity.compare(self.ref_logits, logits, self.inputs.paths, backend.card.classes,
-                                labels=self.inputs.labels, decision=rule_for(backend.card))
+                                labels=self.inputs.labels, decision=rule_for(backend.card), ood=ood)
         res.parity = {**result.to_dict(), "reference": self.ref_label}
         if res.target.label == self.ref_label:
             return

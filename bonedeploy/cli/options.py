@@ -202,6 +202,13 @@ def target_sensitivity() -> Any:
                   shared="target-sensitivity")
 
 
+def ood_fpr() -> Any:
+    """``train``/``calibrate``: the out-of-distribution gate's target."""
+    return option("--ood-fpr", help="Share of in-distribution images the out-of-distribution gate may "
+                  "refuse: its threshold is set on the validation images (or --data) for it (see "
+                  "docs/ood.md).", default_from=lib("bonedeploy.eval.ood", "DEFAULT_FPR"), shared="ood-fpr")
+
+
 def threshold() -> Any:
     return option("--threshold", help="Decide Fractured when calibrated p(Fractured) >= T, instead of "
                   "the model card's operating point (argmax when it has none).", shared="threshold")

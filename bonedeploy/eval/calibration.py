@@ -232,9 +232,10 @@ def apply_fit(card: Any, fit: DecisionFit) -> Any:
 
 
 def write_calibration_report(folder: str | Path, fit: DecisionFit, classes: Sequence[str],
-                             model: str, prefix: str = "") -> dict[str, Path]:
+                             model: str, prefix: str = "", ood: Any = None) -> dict[str, Path]:
     """``calibration.json``, ``calibration.md`` and, when T was fitted, ``reliability.png`` in
-    ``folder`` (a stale diagram from an earlier fit is removed)."""
+    ``folder`` (a stale diagram from an earlier fit is removed); ``ood`` (an ``eval.ood.OODFit``):
+    the out-of-distribution gate refitted with them."""
     from bonedeploy.util.fs import write_json, write_text
 
     folder = Path(folder)
@@ -251,8 +252,14 @@ def write_calibration_report(folder: str | Path, fit: DecisionFit, classes: Sequ
            "calibration": fit.calibration, "operating_point": op.to_dict() if op else None,
            "fitted_below_minimum": list(fit.forced), "notes": fit.notes(), "same_split": True,
            "note": same_split_note(fit)}
+    text = render_markdown(fit, model, paths["png"].name if "png" in paths else None)
+    if ood is not None:
+        from bonedeploy.eval.ood import report_lines
+
+        doc["ood"], doc["ood_notes"] = ood.gate.to_dict(), list(ood.notes)
+        text += "\n".join(report_lines(ood.gate, ood.notes))
     write_json(paths["json"], doc)
-    write_text(paths["md"], render_markdown(fit, model, paths["png"].name if "png" in paths else None))
+    write_text(paths["md"], text)
     return paths
 
 
@@ -298,9 +305,13 @@ class CalibrateConfig:
     target_sensitivity: float | None = None
     out: Path | None = None  # default: rewrite the checkpoint in place (atomically)
     force: bool = False  # fit below the minimum set sizes (the card records it)
+    ood_fpr: float | None = None  # the OOD gate's target; None: eval.ood.DEFAULT_FPR
 
     def validate(self) -> None:
+        from bonedeploy.eval.ood import validate_fpr
+
         validate_target(self.target_sensitivity)
+        validate_fpr(self.ood_fpr)
 
 
 @dataclass
@@ -309,6 +320,7 @@ class CalibrateResult:
     fit: DecisionFit
     reports: dict[str, Path]
     replaced: dict[str, Any] | None  # the decision values now at the end of the card's history
+    ood: Any = None  # eval.ood.OODFit: the out-of-distribution gate refitted
 
 
 def calibrate_checkpoint(config: CalibrateConfig) -> CalibrateResult:
@@ -325,15 +337,21 @@ def calibrate_checkpoint(config: CalibrateConfig) -> CalibrateResult:
     way_out = "Pass --data DIR with a larger labelled set"
     refuse_small(decision_verdicts(labels, card.classes, config.target_sensitivity, where),
                  config.force, way_out)
-    logits = model_logits(model_from_checkpoint(ckpt, str(src)), card, x, src)
+    model = model_from_checkpoint(ckpt, str(src))
+    logits = model_logits(model, card, x, src)
     fit = fit_decision(logits, labels, card.classes, config.target_sensitivity, where,
                        force=config.force, way_out=way_out)
     new_card = apply_fit(card, fit)
+    from bonedeploy.eval.ood import refit_for_calibrate
+    from bonedeploy.models.ood import CKPT_KEY
+
+    ood = refit_for_calibrate(model, card, ckpt, config.data, x, labels, where, config.ood_fpr, src)
+    new_card = new_card.with_(ood=ood.gate)
     out = Path(config.out) if config.out is not None else src
-    save_checkpoint(out, {**ckpt, "card": new_card.to_dict()})
-    reports = write_calibration_report(out.parent, fit, card.classes, card.model, prefix="")
+    save_checkpoint(out, {**ckpt, CKPT_KEY: ood.checkpoint_entry(), "card": new_card.to_dict()})
+    reports = write_calibration_report(out.parent, fit, card.classes, card.model, prefix="", ood=ood)
     replaced = new_card.history[-1] if len(new_card.history) > len(card.history) else None
-    return CalibrateResult(out, fit, reports, replaced)
+    return CalibrateResult(out, fit, reports, replaced, ood)
 
 
 def calibration_inputs(ckpt: dict[str, Any], data: Path | None, card: Any, src: Path):

@@ -24,6 +24,14 @@ reference's. On a small set one missed fracture already moves the sensitivity by
 positive case the reference detects may flip to negative (``op_missed_positives`` = 0; without
 labels there is no sensitivity and this gate is not applied; ``op_missed_positives`` then counts
 reference-positive decisions that flip, for the report).
+
+Out-of-distribution decisions. When the card has an OOD gate, every backend's ``ood_score`` is
+compared too, on the parity images and on generated non-radiographs (``ParitySet.probes``): an
+*OOD flip* is an image the reference refuses and the candidate answers, or the other way round.
+As for labels, an image whose reference score sits within ``ood_margin`` (5%) of the threshold
+may flip legitimately (the threshold is itself a validation image's score); the gate fails when
+more than ``max_ood_flip_share`` (2%) of the decisions flip away from it, or when the candidate
+computes no score at all.
 """
 
 from __future__ import annotations
@@ -31,7 +39,7 @@ from __future__ import annotations
 import tempfile
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 
@@ -39,8 +47,10 @@ from bonedeploy import POSITIVE_CLASS
 from bonedeploy.errors import ConfigError, DataError
 from bonedeploy.eval.metrics import classify, sensitivity_specificity, softmax
 from bonedeploy.data.preprocess import SEED_SPEC, PreprocessSpec
+from bonedeploy.artefacts.ood import BLANK_SCORE
 
 DEFAULT_FLIP_MARGIN = 0.05
+DEFAULT_OOD_MARGIN = 0.05
 SYNTH_N = 48  # synthetic parity images when no real ones exist
 
 
@@ -54,11 +64,15 @@ class Gate:
     max_accuracy_drop: float | None = None  # fraction: 0.01 = one percentage point
     flip_margin: float = DEFAULT_FLIP_MARGIN
     max_sensitivity_drop: float | None = 0.02  # at the operating point; fraction (0.02 = 2 points)
+    # OOD decisions (refuse / answer) that may flip away from the threshold, as a share of all
+    max_ood_flip_share: float | None = 0.02
+    ood_margin: float = DEFAULT_OOD_MARGIN  # relative distance of the reference score from the OOD threshold
 
     def __post_init__(self) -> None:
         for name, lo, hi in (("max_abs_dprob", 0.0, 1.0), ("min_top1_agreement", 0.0, 1.0),
                              ("max_accuracy_drop", 0.0, 1.0), ("flip_margin", 0.0, 0.5),
-                             ("max_sensitivity_drop", 0.0, 1.0)):
+                             ("max_sensitivity_drop", 0.0, 1.0), ("max_ood_flip_share", 0.0, 1.0),
+                             ("ood_margin", 0.0, 1.0)):
             v = getattr(self, name)
             if v is not None and not lo <= float(v) <= hi:
                 raise ConfigError(f"gate {name} = {v}: must be within [{lo:g}, {hi:g}]")
@@ -85,6 +99,9 @@ class Gate:
         if self.max_sensitivity_drop is not None:
             parts.append(f"sensitivity drop at the operating point ≤ {self.max_sensitivity_drop * 100:g} pt "
                          f"(< {self.small_set_positives()} positives: no positive flipped to negative)")
+        if self.max_ood_flip_share is not None:
+            parts.append(f"OOD decisions flipped away from the threshold (> {self.ood_margin:.0%}) "
+                         f"≤ {self.max_ood_flip_share:.0%}")
         return ", ".join(parts) or "none"
 
     def small_set_positives(self) -> int:
@@ -147,6 +164,16 @@ class ParityResult:
     op_specificity_ref: float | None = None
     op_specificity_cand: float | None = None
     op_specificity_delta: float | None = None
+    # out-of-distribution decisions (the card's OOD gate), on the parity images and the probes
+    ood_threshold: float | None = None
+    ood_n: int | None = None
+    ood_scored: bool | None = None  # False: the candidate computes no ood_score
+    ood_agreement: float | None = None
+    ood_refused_ref: int | None = None
+    ood_refused_cand: int | None = None
+    ood_flips: list[dict[str, Any]] = field(default_factory=list)
+    ood_flips_away: int | None = None
+    ood_max_rel_dscore: float | None = None  # largest |cand - ref| / max(|ref|, |threshold|)
 
     def flips_away(self, flip_margin: float = DEFAULT_FLIP_MARGIN) -> list[Flip]:
         return [f for f in self.flips if not f.near_boundary(flip_margin)]
@@ -159,12 +186,23 @@ class ParityResult:
         return d
 
 
+@dataclass(frozen=True)
+class OODCheck:
+    """Reference and candidate ``ood_score`` on the same images (the candidate's None when it
+    computes none), the gate that reads them and the images' names."""
+
+    gate: Any  # artefacts.ood.OODGate
+    ref: np.ndarray
+    cand: np.ndarray | None
+    names: Sequence[str]
+
+
 def compare(ref_logits: np.ndarray, cand_logits: np.ndarray, paths: Sequence[str | Path],
             classes: Sequence[str], labels: Sequence[int] | None = None,
-            threshold: float | None = None, decision: Any = None) -> ParityResult:
+            threshold: float | None = None, decision: Any = None, ood: OODCheck | None = None) -> ParityResult:
     """Compare candidate logits with the reference's on the same images (softmax probabilities);
     ``decision`` (a ``DecisionRule``, default the argmax of uncalibrated probabilities) adds the
-    figures at the operating point."""
+    figures at the operating point, ``ood`` the out-of-distribution decisions."""
     ref = np.asarray(ref_logits, dtype=np.float64)
     cand = np.asarray(cand_logits, dtype=np.float64)
     if ref.shape != cand.shape or ref.ndim != 2 or len(paths) != len(ref):
@@ -192,7 +230,30 @@ def compare(ref_logits: np.ndarray, cand_logits: np.ndarray, paths: Sequence[str
     if labels is not None and n:
         _add_accuracy(res, np.asarray(labels, dtype=int), y_ref, y_cand, classes)
     _add_operating_point(res, ref, cand, finite, paths, labels, decision)
+    if ood is not None:
+        _add_ood(res, ood)
     return res
+
+
+def _add_ood(res: ParityResult, ood: OODCheck, margin: float = DEFAULT_OOD_MARGIN) -> None:
+    t = ood.gate.threshold
+    res.ood_threshold, res.ood_n, res.ood_scored = t, len(ood.ref), ood.cand is not None
+    refused_ref = ood.gate.rejects(ood.ref)
+    res.ood_refused_ref = int(refused_ref.sum())
+    if ood.cand is None:
+        return
+    refused_cand = ood.gate.rejects(ood.cand)
+    res.ood_refused_cand = int(refused_cand.sum())
+    res.ood_agreement = float((refused_ref == refused_cand).mean()) if len(ood.ref) else 1.0
+    scale = abs(t) or 1.0
+    finite = np.isfinite(ood.ref) & np.isfinite(ood.cand) & (np.abs(ood.ref) < BLANK_SCORE)
+    ref = np.asarray(ood.ref, np.float64)[finite]
+    d = np.abs(np.asarray(ood.cand, np.float64)[finite] - ref) / np.maximum(np.abs(ref), scale)
+    res.ood_max_rel_dscore = float(d.max()) if len(d) else 0.0
+    res.ood_flips = [{"name": str(ood.names[i]), "ref_score": float(ood.ref[i]), "cand_score": float(ood.cand[i]),
+                      "ref_refused": bool(refused_ref[i]), "near_threshold": bool(abs(ood.ref[i] - t) <= margin * scale)}
+                     for i in np.flatnonzero(refused_ref != refused_cand)]
+    res.ood_flips_away = sum(not f["near_threshold"] for f in res.ood_flips)
 
 
 def _add_operating_point(res: ParityResult, ref: np.ndarray, cand: np.ndarray, finite: np.ndarray,
@@ -278,7 +339,37 @@ def check_gate(result: ParityResult, precision: str, gates: dict[str, Gate] | No
             and -result.accuracy_delta > g.max_accuracy_drop + 1e-12):
         out.append(f"accuracy drop {-result.accuracy_delta * 100:.1f} pt > {g.max_accuracy_drop * 100:g} pt")
     out += _operating_point_failures(result, g)
+    out += _ood_failures(result, g)
     return out
+
+
+def ood_summary(name: str, parity: dict[str, Any]) -> str | None:
+    """One report line: a file's OOD decisions against the reference's (``ParityResult.to_dict()``),
+    None when the card has no OOD gate."""
+    n = parity.get("ood_n")
+    if not n:
+        return None
+    if not parity.get("ood_scored"):
+        return f"{name}: OOD decisions: the file computes no ood_score (the card's gate cannot be applied)"
+    flips = parity.get("ood_flips") or []
+    near = sum(f["near_threshold"] for f in flips)
+    return (f"{name}: OOD decisions agree with the reference on {parity['ood_agreement']:.1%} of {n} images "
+            f"(refused {parity['ood_refused_cand']} vs {parity['ood_refused_ref']}; {len(flips)} flip(s), "
+            f"{near} within 5% of the threshold; score within {parity['ood_max_rel_dscore']:.1%})")
+
+
+def _ood_failures(result: ParityResult, g: Gate) -> list[str]:
+    if g.max_ood_flip_share is None or not result.ood_n:
+        return []  # no OOD gate in the card
+    if not result.ood_scored:
+        return ["the card has an OOD gate but the candidate computes no ood_score"]
+    away = [f for f in result.ood_flips if abs(f["ref_score"] - result.ood_threshold)
+            > g.ood_margin * (abs(result.ood_threshold) or 1.0)]
+    if len(away) > g.max_ood_flip_share * result.ood_n + 1e-9:
+        names = ", ".join(Path(f["name"]).name for f in away[:3]) + (" …" if len(away) > 3 else "")
+        return [f"{len(away)} of {result.ood_n} OOD decisions flip away from the threshold "
+                f"(> {g.max_ood_flip_share:.0%}): {names}"]
+    return []
 
 
 def _operating_point_failures(result: ParityResult, g: Gate) -> list[str]:
@@ -320,6 +411,9 @@ class ParitySet:
     paths: tuple[str, ...]
     kind: str                     # one of KINDS
     root: str | None = None       # the image folder, None for synthetic images
+    # generated non-radiographs, for the OOD decisions only (``with_probes``), and their names
+    probes: np.ndarray | None = None
+    probe_names: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -331,6 +425,16 @@ class ParitySet:
         if len(self.paths) != len(self.x) or (self.labels is not None and len(self.labels) != len(self.x)):
             raise ValueError(f"parity set: {len(self.x)} images, {len(self.paths)} paths and "
                              f"{'no' if self.labels is None else len(self.labels)} labels do not line up")
+        if self.probes is not None:
+            object.__setattr__(self, "probes", np.ascontiguousarray(self.probes, dtype=np.float32))
+            object.__setattr__(self, "probe_names", tuple(self.probe_names))
+            if len(self.probe_names) != len(self.probes):
+                raise ValueError("parity set: probes and their names do not line up")
+
+    @property
+    def ood_names(self) -> tuple[str, ...]:
+        """The names of the images OOD scores are compared on: the parity images, then the probes."""
+        return self.paths + self.probe_names
 
     def __len__(self) -> int:
         return len(self.x)
@@ -341,7 +445,52 @@ class ParitySet:
 
     def describe(self) -> dict[str, Any]:
         """What export.json and the bench report record about the set."""
-        return {"kind": self.kind, "n": len(self), "root": self.root, "labelled": self.labelled}
+        d = {"kind": self.kind, "n": len(self), "root": self.root, "labelled": self.labelled}
+        if self.probes is not None:
+            d["ood_probes"] = len(self.probes)
+        return d
+
+
+PROBE_SEED = 1802  # the gate's probes: neither the fit's seed nor the benchmark's
+PROBES_PER_KIND = 4
+
+
+def with_probes(ps: ParitySet, spec: PreprocessSpec, per_kind: int = PROBES_PER_KIND) -> ParitySet:
+    """``ps`` plus generated non-radiographs, on which the OOD decisions are compared too."""
+    from bonedeploy.eval.ood import PROBE_KINDS, probe_images
+
+    probes = probe_images(spec, per_kind, PROBE_SEED, PROBE_KINDS)
+    names = tuple(f"probe/{k}-{i}" for k, x in probes.items() for i in range(len(x)))
+    return replace(ps, probes=np.concatenate(list(probes.values())), probe_names=names)
+
+
+class Outputs(NamedTuple):
+    """What a backend gives over a parity set: logits of the parity images and the OOD scores of
+    the parity images then the probes (None: it computes none)."""
+
+    logits: np.ndarray
+    ood: np.ndarray | None
+
+
+def backend_outputs(backend: Any, parity_set: ParitySet | np.ndarray, batch: int = PARITY_BATCH) -> Outputs:
+    """``backend_logits`` and, when the backend gives them, the OOD scores (see ``Outputs``)."""
+    ps = parity_set if isinstance(parity_set, ParitySet) else None
+    x = ps.x if ps is not None else parity_set
+    logits, scores = _scored(backend, x, batch)
+    if scores is not None and ps is not None and ps.probes is not None:
+        scores = np.concatenate([scores, _scored(backend, ps.probes, batch)[1]])
+    return Outputs(logits, scores)
+
+
+def _scored(backend: Any, x: np.ndarray, batch: int) -> tuple[np.ndarray, np.ndarray | None]:
+    step = max(1, int(batch))
+    parts = [backend.infer_scored(x[i:i + step]) for i in range(0, len(x), step)]
+    if not parts:
+        raise DataError("parity: no images to run")
+    logits = np.concatenate([np.asarray(p[0], dtype=np.float32) for p in parts])
+    if any(p[1] is None for p in parts):
+        return logits, None
+    return logits, np.concatenate([np.asarray(p[1], dtype=np.float32).reshape(-1) for p in parts])
 
 
 def select_parity_set(ckpt: dict[str, Any] | None = None, data: str | Path | None = None,

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 
 from bonedeploy.artefacts.card import ModelCard
 from bonedeploy.artefacts.naming import engine_path_for
@@ -89,8 +88,9 @@ def build_and_gate(config: ExportConfig, result: ExportResult, onnx_path: Path, 
                                        config.gates, decision=rule_for(card)))
 
 
-def engine_logits(engine: Path, inputs: ParitySet, max_batch: int) -> np.ndarray:
-    """Run the engine through the ``tensorrt`` backend (sidecar check included)."""
+def engine_logits(engine: Path, inputs: ParitySet, max_batch: int):
+    """Run the engine through the ``tensorrt`` backend (sidecar check included): its logits and
+    OOD scores (``parity.Outputs``)."""
     from bonedeploy.backends.base import open_backend
 
     return gate.run_backend(open_backend(engine, backend="tensorrt"), inputs, min(16, max_batch))
@@ -120,9 +120,9 @@ def export_engine_only(config: ExportConfig, log: Log) -> ExportResult:
     out_dir = config.out_dir
     out_dir.mkdir(parents=True, exist_ok=True)
     log("preparing parity inputs (the ONNX file on onnxruntime CPU is the reference) ...")
-    inputs = select_parity_set(data=config.data, spec=card.preprocess, n=config.parity_n,
-                               classes=card.classes)
-    reference = gate.onnx_reference(src, inputs)
+    inputs = gate.for_card(select_parity_set(data=config.data, spec=card.preprocess, n=config.parity_n,
+                                             classes=card.classes), card)
+    reference = gate.onnx_reference(src, inputs, card)
     result = ExportResult(src, out_dir, card.model, sha256_file(src), parity_inputs=reference.describe())
     build_and_gate(config, result, src, card, reference, log)
     result.report = out_dir / ENGINE_REPORT_NAME  # export.json of the ONNX export stays intact

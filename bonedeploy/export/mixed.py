@@ -47,7 +47,7 @@ class Repairer:
         return attempt_of(recipe.label(), recipe.describe(), f, time.perf_counter() - t0), path
 
     def gate_file(self, path: Path) -> ExportedFile:
-        cand = gate.onnx_cpu_logits(path, self.reference.inputs)
+        cand = gate.onnx_cpu_outputs(path, self.reference.inputs)
         return gate.gate_file(path, "onnx", self.precision, self.reference, cand, self.classes, self.gates,
                               decision=self.decision)
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bonedeploy.artefacts.card import ModelCard
+from bonedeploy.artefacts.ood import OOD_OUTPUT
 from bonedeploy.errors import ArtefactError, ConfigError
 from bonedeploy.util.fs import atomic_path, require_file
 
@@ -42,16 +43,20 @@ def validate_opset(opset: int) -> int:
 
 def export_fp32(model: Any, card: ModelCard, opset: int = DEFAULT_OPSET) -> "onnx.ModelProto":
     """The model in eval mode as an fp32 ``ModelProto``: input ``image`` N x C x H x W float32
-    with a dynamic batch axis, output ``logits`` N x classes, card in ``metadata_props``."""
+    with a dynamic batch axis, output ``logits`` N x classes (and ``ood_score`` N when ``model`` is
+    a ``ScoredModel``: the card's OOD gate, computed in the graph), card in ``metadata_props``."""
     import torch
+
+    from bonedeploy.models.ood import ScoredModel
 
     opset = validate_opset(opset)
     model = model.eval()  # dropout off, BatchNorm on running stats: the export never sees training
+    outputs = [OUTPUT_NAME, OOD_OUTPUT] if isinstance(model, ScoredModel) else [OUTPUT_NAME]
     example = torch.zeros(2, *card.preprocess.input_shape, dtype=torch.float32)
     batch = torch.export.Dim(BATCH_DIM, min=1)
     with torch.no_grad():
         program = torch.onnx.export(
-            model, (example,), None, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+            model, (example,), None, input_names=[INPUT_NAME], output_names=outputs,
             opset_version=opset, dynamo=True, dynamic_shapes=({0: batch},),
             external_data=False, optimize=True, verbose=False,
         )
@@ -59,12 +64,63 @@ def export_fp32(model: Any, card: ModelCard, opset: int = DEFAULT_OPSET) -> "onn
     from bonedeploy.export.layermap import CARD_KEY, module_outputs
 
     layers = module_outputs(proto)  # before the scope metadata is stripped (``bonedeploy compare``)
+    if len(outputs) > 1:  # the classifier's modules under their own names, as in the .pt
+        layers = [{**e, "module": e["module"].removeprefix("model.")} for e in layers
+                  if e["module"].startswith("model.")]
+        name_ood_nodes(proto)
     strip_debug_info(proto)
     card = card.with_(precision="fp32", extra={**card.extra, "opset": opset,
                                                 "exporter": f"torch.onnx dynamo (torch {torch.__version__})",
                                                 CARD_KEY: layers})
     set_card(proto, card)
     return proto
+
+
+def ood_nodes(graph: "onnx.GraphProto") -> set[str]:
+    """Names of the nodes that only ``ood_score`` needs (the OOD head): what reduced precision
+    leaves in float32, located by the graph itself (no exporter metadata needed)."""
+    nodes = list(graph.node)
+    producer = {o: i for i, n in enumerate(nodes) for o in n.output}
+
+    def needed_by(output: str) -> set[int]:
+        seen, todo = set(), [output]
+        while todo:
+            i = producer.get(todo.pop())
+            if i is not None and i not in seen:
+                seen.add(i)
+                todo.extend(nodes[i].input)
+        return seen
+
+    if OOD_OUTPUT not in {o.name for o in graph.output}:
+        return set()
+    return {nodes[i].name for i in needed_by(OOD_OUTPUT) - needed_by(OUTPUT_NAME)}
+
+
+OOD_PREFIX = "ood/"  # node names of the OOD head in every exported graph
+FEATURES = "ood_features"  # the head's pooled features: the tensor an int8 refit reads (export.ood_refit)
+
+
+def name_ood_nodes(proto: "onnx.ModelProto") -> None:
+    """Prefix the OOD head's nodes with ``ood/`` (unique, readable names in reports) and name its
+    pooled features ``ood_features``: the head's ReduceMean over a tensor the classifier computes."""
+    heads = ood_nodes(proto.graph)
+    produced_by_trunk = {o for n in proto.graph.node if n.name not in heads for o in n.output}
+    for node in proto.graph.node:
+        if node.name not in heads:
+            continue
+        if node.op_type == "ReduceMean" and node.input[0] in produced_by_trunk:
+            _rename_tensor(proto.graph, node.output[0], FEATURES)
+        if not node.name.startswith(OOD_PREFIX):
+            node.name = OOD_PREFIX + node.name
+
+
+def _rename_tensor(graph: "onnx.GraphProto", old: str, new: str) -> None:
+    for node in graph.node:
+        node.input[:] = [new if i == old else i for i in node.input]
+        node.output[:] = [new if o == old else o for o in node.output]
+    for info in graph.value_info:
+        if info.name == old:
+            info.name = new
 
 
 def strip_debug_info(proto: "onnx.ModelProto") -> None:
@@ -113,16 +169,18 @@ def check_onnx(proto: "onnx.ModelProto", where: str | Path) -> None:
 
 
 def check_io(proto: "onnx.ModelProto", where: str | Path) -> None:
-    """One float32 4-D input ``image`` with a symbolic batch axis, one float32 output ``logits``."""
+    """One float32 4-D input ``image`` with a symbolic batch axis, one float32 output ``logits``
+    and, with an OOD gate, a second float32 output ``ood_score``."""
     import onnx
 
     g = proto.graph
     inits = {i.name for i in g.initializer}
     inputs = [i for i in g.input if i.name not in inits]
-    if len(inputs) != 1 or len(g.output) != 1:
-        raise ArtefactError(f"{where}: expected one input and one output, found "
+    expected = (OUTPUT_NAME, OOD_OUTPUT)[:len(g.output)]
+    if len(inputs) != 1 or not 1 <= len(g.output) <= 2:
+        raise ArtefactError(f"{where}: expected one input and one or two outputs, found "
                             f"{[i.name for i in inputs]} -> {[o.name for o in g.output]}")
-    for vi, name in ((inputs[0], INPUT_NAME), (g.output[0], OUTPUT_NAME)):
+    for vi, name in ((inputs[0], INPUT_NAME), *zip(g.output, expected)):
         t = vi.type.tensor_type
         if vi.name != name or t.elem_type != onnx.TensorProto.FLOAT:
             raise ArtefactError(f"{where}: {vi.name!r} is {onnx.TensorProto.DataType.Name(t.elem_type)}; "

@@ -77,9 +77,9 @@ def export_ir_only(config, log: Log):
     with OpenVinoBackend(src, cache=False) as b:
         card = b.card
     log("preparing parity inputs (the ONNX file on onnxruntime CPU is the reference) ...")
-    inputs = select_parity_set(data=config.data, spec=card.preprocess, n=config.parity_n,
-                               classes=card.classes)
-    reference = gate.onnx_reference(src, inputs)
+    inputs = gate.for_card(select_parity_set(data=config.data, spec=card.preprocess, n=config.parity_n,
+                                             classes=card.classes), card)
+    reference = gate.onnx_reference(src, inputs, card)
     out_dir = config.out_dir
     result = ExportResult(src, out_dir, card.model, sha256_file(src), parity_inputs=reference.describe())
     result.files.append(export_ir(src, card.precision, reference, card.classes, config.gates, log, out_dir))

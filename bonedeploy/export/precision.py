@@ -39,18 +39,22 @@ CALIB_BATCH = 8
 
 def to_fp16(fp32: "onnx.ModelProto", card: ModelCard, fp32_nodes: tuple[str, ...] = ()) -> "onnx.ModelProto":
     """Weights and activations in float16, float32 ``image``/``logits`` kept (casts at the edges);
-    ``fp32_nodes`` stay float32 (the converter casts around them: the repair's float islands)."""
+    ``fp32_nodes`` stay float32 (the converter casts around them: the repair's float islands), and
+    so does the OOD head (``ood_score`` reaches 1e5 and more, beyond float16)."""
     import onnx
     from onnxconverter_common import float16
 
+    from bonedeploy.export.onnx import ood_nodes
+
     model = onnx.ModelProto()
     model.CopyFrom(fp32)
+    keep32 = list(fp32_nodes) + sorted(ood_nodes(fp32.graph) - set(fp32_nodes))
     with warnings.catch_warnings():  # one "truncated to 1e-07" warning per tiny weight: noise
         warnings.filterwarnings("ignore", message=".*will be truncated to.*", category=UserWarning)
         model = float16.convert_float_to_float16(model, keep_io_types=True,
-                                                 node_block_list=list(fp32_nodes) or None)
-    if fp32_nodes:
-        _fp32_islands(model, fp32, set(fp32_nodes))
+                                                 node_block_list=keep32 or None)
+    if keep32:
+        _fp32_islands(model, fp32, set(keep32))
     strip_debug_info(model)
     extra = {**card.extra, "fp32_nodes": list(fp32_nodes)} if fp32_nodes else card.extra
     set_card(model, card.with_(precision="fp16", extra=extra))
@@ -251,9 +255,11 @@ class Int8Builder:
     activation ranges (onnxruntime's calibration cache), are computed once in ``workdir`` and
     reused by every recipe: the repair search rebuilds the graph, not the calibration."""
 
-    def __init__(self, fp32_path: str | Path, card: ModelCard, calib: CalibrationSet, workdir: str | Path):
+    def __init__(self, fp32_path: str | Path, card: ModelCard, calib: CalibrationSet, workdir: str | Path,
+                 refit: Any = None):
         self.fp32_path, self.card, self.calib = Path(fp32_path), card, calib
         self.workdir = Path(workdir)
+        self.refit = refit  # export.ood_refit.RefitData: every int8 graph gets its own OOD gate
         self._pre: Path | None = None
         self._bn: tuple[str, ...] | None = None
 
@@ -274,12 +280,16 @@ class Int8Builder:
     @property
     def always_float(self) -> tuple[str, ...]:
         """BatchNormalization stays float (AlexNet's BN follows a pool, so it is not folded):
-        per-channel int8 of its 1-D scale is not meaningful and only warns."""
+        per-channel int8 of its 1-D scale is not meaningful and only warns. So does the OOD head
+        (``export.onnx.ood_nodes``): its scores span 1e-3 to 1e30, which no int8 scale holds."""
         if self._bn is None:
             import onnx
 
+            from bonedeploy.export.onnx import ood_nodes
+
             graph = onnx.load(str(self.pre_path), load_external_data=False).graph
             self._bn = tuple(n.name for n in graph.node if n.op_type == "BatchNormalization")
+            self._bn += tuple(sorted(ood_nodes(graph)))
         return self._bn
 
     def build(self, options: QuantOptions = QuantOptions()) -> "onnx.ModelProto":
@@ -293,6 +303,10 @@ class Int8Builder:
         strip_debug_info(model)
         extra = {**self.card.extra, "calibration": self.calib.describe(), "quantization": options.describe()}
         set_card(model, self.card.with_(precision="int8", extra=extra))
+        if self.refit is not None:
+            from bonedeploy.export.ood_refit import refit
+
+            refit(model, self.refit)
         return model
 
     def _quantize(self, options: QuantOptions, out: Path) -> None:

@@ -77,11 +77,14 @@ class ExportConfig:
 
 @dataclass(frozen=True, eq=False)
 class Reference:
-    """The parity set and the reference logits on it: what every exported file is gated against."""
+    """The parity set and the reference logits on it: what every exported file is gated against;
+    with the card's OOD gate, the reference OOD scores on the set and its probes."""
 
     inputs: ParitySet
     logits: np.ndarray
     runs_on: str  # what produced the logits, for the report
+    ood: np.ndarray | None = None
+    ood_gate: Any = None  # artefacts.ood.OODGate
 
     def describe(self) -> dict[str, Any]:
         return {**self.inputs.describe(), "reference": self.runs_on}
@@ -123,6 +126,7 @@ class ExportResult:
     parity_inputs: dict[str, Any] = field(default_factory=dict)
     engine: dict[str, Any] = field(default_factory=dict)  # built / skipped (why + command) / error
     report: Path | None = None
+    notes: list[str] = field(default_factory=list)
 
     @property
     def failed(self) -> list[ExportedFile]:
@@ -136,7 +140,7 @@ class ExportResult:
                 "out_dir": str(self.out_dir), "versions": library_versions(),
                 "gates": {k: g.describe() for k, g in gates.items()},
                 "parity_inputs": self.parity_inputs, "files": [f.to_dict() for f in self.files],
-                "engine": self.engine}
+                "engine": self.engine, "notes": list(self.notes)}
 
 
 def error_detail(e: BaseException) -> dict[str, Any]:

@@ -17,10 +17,12 @@ from typing import Any
 import numpy as np
 
 from bonedeploy.eval.layerwise import ChannelNoise, fp16_rounding, sqnr_db
+from bonedeploy.export.onnx import OOD_PREFIX
 from bonedeploy.export.taps import OnnxTapper, Tap
 
 _SKIP = {"QuantizeLinear", "DequantizeLinear", "Cast", "Constant", "Identity", "Shape",
          "BatchNormalization"}  # BatchNormalization is never quantised (export.precision)
+# The OOD head (``ood/`` nodes) is float in every precision already: never a candidate.
 FP16_MIN, FP16_MAX = 1e-7, 1e4  # onnxconverter-common's clamp of weights (min_positive_val, max_finite_val)
 
 
@@ -41,7 +43,7 @@ def rank_int8(int8_path: Path, pre_path: Path, x: np.ndarray, layers: dict[str, 
     inits = {i.name: i for i in g.proto.graph.initializer}
     rows = []
     for node in g.proto.graph.node:
-        if node.op_type in _SKIP or node.name not in pre_nodes:
+        if node.op_type in _SKIP or node.name not in pre_nodes or node.name.startswith(OOD_PREFIX):
             continue
         parts: dict[str, float] = {}
         for i, t in enumerate(node.input):
@@ -74,7 +76,7 @@ def rank_fp16(fp32_path: Path, x: np.ndarray, layers: dict[str, str], batch: int
     act[g.proto.graph.input[0].name] = 0.0  # the input is cast to float16 by the converter
     rows = []
     for node in g.proto.graph.node:
-        if node.op_type in _SKIP - {"BatchNormalization"}:
+        if node.op_type in _SKIP - {"BatchNormalization"} or node.name.startswith(OOD_PREFIX):
             continue
         parts: dict[str, float] = {}
         for t in node.input:

@@ -23,6 +23,7 @@ from bonedeploy.artefacts.triton import (
     check_model_name,
     resolve_max_batch,
 )
+from bonedeploy.artefacts.ood import OOD_OUTPUT
 from bonedeploy.errors import ArtefactError, ConfigError
 
 
@@ -43,6 +44,7 @@ class _Artefact:
     output_name: str
     input_dtype: str
     profile_max: int | None  # the engine's optimisation profile, when it has one
+    ood: bool = False  # the graph's second output ood_score (one float per image)
 
 
 def write_triton_repo(source: str | Path, repo: str | Path, name: str = DEFAULT_NAME,
@@ -67,7 +69,9 @@ def write_triton_repo(source: str | Path, repo: str | Path, name: str = DEFAULT_
         name=name, platform=platform, max_batch_size=batch, max_queue_delay_us=max_queue_delay_us,
         instances=instances, kind=kind,
         inputs=(TensorSpec(art.input_name, art.input_dtype, art.card.preprocess.input_shape),),
-        outputs=(TensorSpec(art.output_name, "TYPE_FP32", (k,)),),
+        outputs=(TensorSpec(art.output_name, "TYPE_FP32", (k,)),
+                 # one float per image: Triton batches [1] and the model's own shape is []
+                 *((TensorSpec(OOD_OUTPUT, "TYPE_FP32", (1,), reshape=()),) if art.ood else ())),
         parameters=card_parameters(art.card, sha256_file(source)))
     model_dir = Path(repo) / name
     version_dir = model_dir / "1"
@@ -103,7 +107,7 @@ def _read_onnx(path: Path) -> _Artefact:
             raise ArtefactError(f"{path}: the graph has a fixed batch of {b._fixed_batch}; Triton's "
                                 "dynamic batching needs a free batch axis (re-export it)")
         dtype = "TYPE_FP16" if inp.type == "tensor(float16)" else "TYPE_FP32"
-        return _Artefact(b.card, inp.name, out.name, dtype, None)
+        return _Artefact(b.card, inp.name, out.name, dtype, None, b.gives_ood_score)
 
 
 def _read_plan(path: Path) -> _Artefact:
@@ -114,9 +118,10 @@ def _read_plan(path: Path) -> _Artefact:
 
     side = read_sidecar(path)
     prof = side.get("profile") or {}
-    return _Artefact(card_from_sidecar(side, str(path)), prof.get("input") or INPUT_NAME,
-                     prof.get("output") or OUTPUT_NAME, "TYPE_FP32",
-                     int(prof["max"]) if prof.get("max") else None)
+    card = card_from_sidecar(side, str(path))
+    # built from an ONNX file of this card: it has the OOD head exactly when the card has a gate
+    return _Artefact(card, prof.get("input") or INPUT_NAME, prof.get("output") or OUTPUT_NAME, "TYPE_FP32",
+                     int(prof["max"]) if prof.get("max") else None, card.ood is not None)
 
 
 # suffix -> (platform, file name in the version folder, reader, instance kind)

@@ -13,7 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from bonedeploy.artefacts.dicom_sr import Algorithm, Finding, write_report
+from bonedeploy.artefacts.dicom_sr import Algorithm, Finding
+from bonedeploy.artefacts.dicom_sr_encode import write_report
 
 SR_SUFFIX = ".sr.dcm"
 
@@ -26,9 +27,12 @@ def algorithm_of(backend, artefact_sha256: str | None) -> Algorithm:
 
 
 def finding_of(row: dict[str, Any], rule, card) -> Finding:
-    """The report's finding for one row of ``predict_rows``."""
+    """The report's finding for one row of ``predict_rows``: a row the OOD gate refused is "not
+    analysed" with the gate's reason and score, as a decoding error is with its cause."""
+    score = row.get("ood_score")
+    score = float(score) if score is not None and np.isfinite(score) else None
     if row["status"] != "ok" or row.get("probs") is None:
-        return Finding.refused(row["status"].removeprefix("error: "))
+        return Finding.refused(row["status"].removeprefix("error: "), ood_score=score)
     probs = np.array([row["probs"]], dtype=np.float64)
     decided = rule.classes[int(rule.decide(probs)[0])]
     op = getattr(card, "operating_point", None)
@@ -36,7 +40,7 @@ def finding_of(row: dict[str, Any], rule, card) -> Finding:
     index = rule.positive_index
     return Finding(present=decided == rule.positive_class,
                    probability=None if index is None else float(probs[0, index]),
-                   threshold=rule.threshold, target_sensitivity=target)
+                   threshold=rule.threshold, target_sensitivity=target, ood_score=score)
 
 
 def report_path(out_dir: Path, sop_instance_uid: str) -> Path:

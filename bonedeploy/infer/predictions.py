@@ -8,8 +8,9 @@ one (it begins with every row that run itself resumed from; a torn last line is 
 ``<out>``, and skips the images already there. A fresh run leaves an older ``<out>`` in place until
 its own replaces it.
 
-Columns: path, predicted, p_<class> for each class, status (``ok`` or ``error: <cause>``), and
-label when the inputs have labels.
+Columns: path, predicted, p_<class> for each class, ood_score (the out-of-distribution score;
+empty when the artefact computes none), status (``ok``, ``rejected: out of distribution (...)``
+with no prediction, or ``error: <cause>``), and label when the inputs have labels.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from bonedeploy.util.fs import atomic_write, path_key
 
 FORMATS = (".csv", ".json")
 FORMAT_TAG = "bonedeploy.predictions/1"
+OOD_COLUMN = "ood_score"
 
 
 def prob_column(cls: str) -> str:
@@ -43,7 +45,7 @@ class PredictionStore:
         if self.suffix not in FORMATS:
             raise ConfigError(f"--out {self.out}: unknown format {self.suffix!r}; valid suffixes: {', '.join(FORMATS)}")
         self.classes = list(classes)
-        self.columns = ["path", "predicted", *map(prob_column, self.classes), "status"]
+        self.columns = ["path", "predicted", *map(prob_column, self.classes), OOD_COLUMN, "status"]
         if with_label:
             self.columns.append("label")
         self.partial = partial_path(self.out)
@@ -86,9 +88,11 @@ class PredictionStore:
                 probs = [float(row[prob_column(c)]) for c in self.classes]
                 if not all(math.isfinite(p) for p in probs):
                     return None
+            score = row.get(OOD_COLUMN)  # absent from files written before the OOD gate
+            score = float(score) if score not in (None, "") else None
         except (KeyError, TypeError, ValueError):
             return None
-        return {"path": str(path), "probs": probs, "status": str(status)}
+        return {"path": str(path), "probs": probs, "status": str(status), "ood_score": score}
 
     # writing ----------------------------------------------------------------------------------
     def begin(self, existing: Iterable[dict[str, Any]]) -> None:
@@ -138,6 +142,9 @@ class PredictionStore:
         d = {"path": row["path"], "predicted": row.get("predicted")}
         for i, c in enumerate(self.classes):
             d[prob_column(c)] = None if probs is None else round(float(probs[i]), 6)
+        score = row.get("ood_score")
+        # 6 significant digits; not a number (the row is refused) is written empty
+        d[OOD_COLUMN] = float(f"{float(score):.6g}") if score is not None and math.isfinite(score) else None
         d["status"] = row["status"]
         if "label" in self.columns:
             d["label"] = row.get("label")
@@ -145,8 +152,8 @@ class PredictionStore:
 
     def _csv_row(self, row: dict[str, Any]) -> list[str]:
         d = self._fields(row)
-        return ["" if d[c] is None else (f"{d[c]:.6f}" if isinstance(d[c], float) else str(d[c]))
-                for c in self.columns]
+        return ["" if d[c] is None else (f"{d[c]:.6g}" if c == OOD_COLUMN else f"{d[c]:.6f}")
+                if isinstance(d[c], float) or d[c] is None else str(d[c]) for c in self.columns]
 
     def _json_row(self, row: dict[str, Any]) -> dict[str, Any]:
         return self._fields(row)

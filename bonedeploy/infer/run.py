@@ -1,6 +1,7 @@
 """Batched inference over files and folders: ``run_inference(InferConfig) -> InferResult``.
 
-Every input image gets exactly one row (``ok`` or ``error: <cause>``), written incrementally and
+Every input image gets exactly one row (``ok``, ``rejected: out of distribution (...)`` when the
+card's OOD gate refuses it, or ``error: <cause>``) with its ``ood_score``, written incrementally and
 resumably (``bonedeploy.infer.predictions``); decoding overlaps the model (``bonedeploy.data.decode``). The
 engine is loaded and checked against the inputs before any image is read. Torch is imported only
 by the torch backend.
@@ -26,6 +27,8 @@ from bonedeploy.infer.predictions import PredictionStore, path_key
 from bonedeploy.ui.progress import Progress
 from bonedeploy.util.defaults import none_means_default
 INPUT_CHANNELS = 1  # bonedeploy infer feeds grayscale radiographs: N x 1 x H x W
+OOD_SWITCH = ("on", "off")
+EXIT_FAILED, EXIT_REFUSED = 3, 4  # see InferResult.exit_code
 
 
 @none_means_default  # None (the CLI's 'not given') means the default below
@@ -52,6 +55,7 @@ class InferConfig:
     explain_all: bool = False  # ... of every image
     dicom_sr: Path | None = None  # a DICOM Structured Report per DICOM input, here (infer.dicom_sr)
     shard: Shard | None = None  # --shard K/N: only the images whose path hashes to K (infer.shard)
+    ood: str = "on"  # the card's out-of-distribution gate: on (refuse above its threshold) | off
 
     def validate(self) -> None:
         if self.batch_size < 1:
@@ -62,6 +66,8 @@ class InferConfig:
             raise ConfigError(f"--max-error-rate must be in [0, 1], got {self.max_error_rate}")
         if self.explain_all and self.explain is None:
             raise ConfigError("--explain-all needs --explain DIR")
+        if self.ood not in OOD_SWITCH:
+            raise ConfigError(f"--ood {self.ood!r}; valid: {', '.join(OOD_SWITCH)}")
         if not self.inputs:
             raise DataError("no inputs given: name image files and/or folders")
 
@@ -108,6 +114,8 @@ class InferResult:
     explain_dir: Path | None = None
     reports: int = 0  # DICOM SRs written (--dicom-sr)
     decision: dict[str, Any] | None = None  # DecisionRule.describe(): the threshold and its source
+    rejected: list[tuple[str, str]] = field(default_factory=list)  # (path, status): refused as OOD
+    ood: dict[str, Any] | None = None  # ood_record(): whether the gate was applied, and why not
 
     @property
     def error_rate(self) -> float:
@@ -118,8 +126,11 @@ class InferResult:
         return self.processed / self.seconds if self.seconds > 0 else float("nan")
 
     def exit_code(self, max_error_rate: float = 0.0) -> int:
-        """0 all ok, 3 more images failed than tolerated (the run itself succeeded)."""
-        return 3 if self.errors and self.error_rate > max_error_rate else 0
+        """0 every image answered; 3 more images failed than tolerated; else 4 when the OOD gate
+        refused some (they need a human, not this model). The run itself succeeded in all three."""
+        if self.errors and self.error_rate > max_error_rate:
+            return EXIT_FAILED
+        return EXIT_REFUSED if self.rejected else 0
 
 
 def open_engine(config: InferConfig, sha256: str | None = None):
@@ -165,25 +176,50 @@ def check_engine_fits(backend, threshold: float | None = None) -> None:
 
 def batch_logits(backend, decoded) -> np.ndarray | None:
     """Run the model on a decoded batch; a batch decoded on a server already carries its logits."""
+    return batch_outputs(backend, decoded)[0]
+
+
+def batch_outputs(backend, decoded) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Logits and OOD scores (None: none computed) of a decoded batch; a batch decoded on a
+    server already carries them."""
     if getattr(decoded, "logits", None) is not None:
-        return decoded.logits
-    return backend.infer(decoded.x) if len(decoded.ok) else None
+        return decoded.logits, getattr(decoded, "ood", None)
+    return backend.infer_scored(decoded.x) if len(decoded.ok) else (None, None)
 
 
-def predict_rows(paths: Sequence[Path], decoded, logits: np.ndarray | None, rule) -> list[dict[str, Any]]:
+def predict_rows(paths: Sequence[Path], decoded, logits: np.ndarray | None, rule,
+                 scores: np.ndarray | None = None, gate=None) -> list[dict[str, Any]]:
     """One row per path of the batch, in order: calibrated probabilities (``rule``, the shared
-    post-processing) or the error's cause."""
-    rows = [{"path": str(p), "probs": None, "status": ""} for p in paths]
+    post-processing) with the OOD score, the OOD gate's refusal (``gate``: no label) or the
+    error's cause."""
+    from bonedeploy.artefacts.ood import rejection_statuses
+
+    rows = [{"path": str(p), "probs": None, "status": "", "ood_score": None} for p in paths]
     for i, cause in decoded.errors.items():
         rows[i]["status"] = "error: " + " ".join(str(cause).split())
     if logits is not None and len(decoded.ok):
         probs = rule.probabilities(logits)
+        refused = rejection_statuses(gate, scores) if scores is not None else [None] * len(decoded.ok)
         for k, i in enumerate(decoded.ok):
-            if np.isfinite(logits[k]).all():
-                rows[i].update(probs=[float(p) for p in probs[k]], status="ok")
-            else:
+            if scores is not None:
+                rows[i]["ood_score"] = float(scores[k])
+            if not np.isfinite(logits[k]).all():
                 rows[i]["status"] = "error: the model returned non-finite logits"
+            elif refused[k]:
+                rows[i]["status"] = refused[k]
+            else:
+                rows[i].update(probs=[float(p) for p in probs[k]], status="ok")
     return rows
+
+
+def is_rejected(row: dict[str, Any]) -> bool:
+    from bonedeploy.artefacts.ood import REJECTED
+
+    return str(row["status"]).startswith(REJECTED)
+
+
+def is_error(row: dict[str, Any]) -> bool:
+    return row["status"] != "ok" and not is_rejected(row)
 
 
 def _label_rows(rows, classes, labels: dict[str, int], rule) -> None:
@@ -223,7 +259,8 @@ def run_inference(config: InferConfig, progress: Progress | None = None) -> Infe
         except BaseException:
             backend.close()
             raise
-        write_engine_record(config, engine_sha, decision_rule(config, backend).describe(), backend)
+        write_engine_record(config, engine_sha, decision_rule(config, backend).describe(), backend,
+                            ood_record(config, backend))
         record_shard(run_record_path(Path(config.out)), shard, str(config.engine), engine_sha)
         explainer = None
         try:
@@ -303,16 +340,44 @@ def check_engine_record(config: InferConfig, sha: str | None = None) -> str | No
 
 
 def write_engine_record(config: InferConfig, sha: str | None, decision: dict[str, Any] | None = None,
-                        backend=None) -> None:
-    """The run record: the engine, the threshold used with where it came from, and which runtime
-    ran it (and how it was chosen)."""
+                        backend=None, ood: dict[str, Any] | None = None) -> None:
+    """The run record: the engine, the threshold used with where it came from, which runtime ran
+    it (and how it was chosen), and whether the OOD gate was applied (and why not)."""
     from bonedeploy.util.fs import write_json
 
     if sha is not None:
-        record = {"engine": str(config.engine), "engine_sha256": sha, "decision": decision}
+        record = {"engine": str(config.engine), "engine_sha256": sha, "decision": decision, "ood": ood}
         if backend is not None:
             record.update(backend=backend.describe(), backend_choice=_choice(backend))
         write_json(run_record_path(Path(config.out)), record)
+
+
+def ood_gate(config: InferConfig, backend):
+    """The OOD gate this run applies (None: none) and, when none, why, in one line."""
+    from bonedeploy.artefacts.ood import NO_GATE_NOTE
+
+    gate = backend.card.ood
+    if gate is None:
+        return None, NO_GATE_NOTE
+    if config.ood == "off":
+        return None, (f"--ood off: the artefact's out-of-distribution gate ({gate.method} score > "
+                      f"{gate.threshold:.4g}) is not applied; every image gets a label")
+    if not backend.gives_ood_score:
+        return None, (f"the {backend.name} backend returns no ood_score for {backend.label}: its "
+                      "out-of-distribution gate cannot be applied and every image gets a label (re-export "
+                      "it with this bonedeploy, or run it with another backend)")
+    return gate, None
+
+
+def ood_record(config: InferConfig, backend) -> dict[str, Any]:
+    """What the run record says about the OOD gate."""
+    gate, why = ood_gate(config, backend)
+    card_gate = backend.card.ood
+    return {"applied": gate is not None, "switch": config.ood, "why_not": why,
+            "method": card_gate.method if card_gate else None,
+            "threshold": card_gate.threshold if card_gate else None,
+            "target_fpr": card_gate.target_fpr if card_gate else None,
+            "n_images": card_gate.n_images if card_gate else None}
 
 
 def _choice(backend) -> dict[str, Any] | None:
@@ -345,7 +410,7 @@ def _run(config, backend, prefetcher, paths, skipped, progress, explainer=None, 
     done = {path_key(r["path"]) for r in previous}
     todo = [p for p in paths if path_key(p) not in done]
     batches = [todo[i:i + config.batch_size] for i in range(0, len(todo), config.batch_size)]
-    n_err = sum(r["status"] != "ok" for r in previous)
+    n_err = sum(is_error(r) for r in previous)
     n_done = len(paths) - len(todo)
     progress = progress or Progress()
     progress.start("infer", total=len(paths), done=n_done)
@@ -353,16 +418,17 @@ def _run(config, backend, prefetcher, paths, skipped, progress, explainer=None, 
     store.begin(previous)
     start = time.perf_counter()
     rule = decision_rule(config, backend)
+    gate, _ = ood_gate(config, backend)
     n_explained = 0
     decoded_batches = (backend.iterate_files(batches) if config.remote_decode
                        else prefetcher.iterate(batches, backend.card.preprocess))
     try:
         for decoded in decoded_batches:
-            logits = batch_logits(backend, decoded)
+            logits, scores = batch_outputs(backend, decoded)
             if logits is not None and logits.shape != (len(decoded.ok), len(classes)):
                 raise ArtefactError(f"{config.engine}: returned logits of shape {logits.shape} for "
                                     f"{len(decoded.ok)} images and {len(classes)} classes {classes}")
-            rows = predict_rows(decoded.paths, decoded, logits, rule)
+            rows = predict_rows(decoded.paths, decoded, logits, rule, scores, gate)
             _label_rows(rows, classes, labels, rule)
             if explainer is not None:
                 n_explained += _explain_batch(explainer, rows, decoded, rule, config.explain_all)
@@ -371,7 +437,7 @@ def _run(config, backend, prefetcher, paths, skipped, progress, explainer=None, 
             store.append(rows)
             new_rows.extend(rows)
             n_done += len(rows)
-            n_err += sum(r["status"] != "ok" for r in rows)
+            n_err += sum(is_error(r) for r in rows)
             progress.update(n_done, note=f"{n_err} failed" if n_err else "")
     finally:
         decoded_batches.close()
@@ -400,9 +466,13 @@ def _finish(config, backend, store, paths, previous, new_rows, labels, seconds, 
     result = InferResult(
         out=config.out, total=len(paths), processed=len(new_rows), resumed=len(previous) - len(extra),
         ok=sum(r["status"] == "ok" for r in ordered),
-        errors=[(r["path"], r["status"].removeprefix("error: ")) for r in ordered if r["status"] != "ok"],
+        errors=[(r["path"], r["status"].removeprefix("error: ")) for r in ordered if is_error(r)],
+        rejected=[(r["path"], r["status"]) for r in ordered if is_rejected(r)],
         backend=backend.describe(), seconds=seconds, skipped_inputs=skipped, extra_rows=len(extra),
         decision=rule.describe(), backend_choice=_choice(backend))
+    result.ood = ood_record(config, backend)
+    if result.ood["why_not"]:
+        result.notes.append(result.ood["why_not"])
     if result.backend_choice and result.backend_choice.get("warning"):
         result.notes.append(result.backend_choice["warning"])
     if labels:
@@ -421,7 +491,7 @@ def _add_metrics(result: InferResult, config: InferConfig, rows, classes, meta, 
         return
     y = [classes.index(r["label"]) for r in scored]
     summary = classification_summary(y, np.array([r["probs"] for r in scored]), classes, threshold)
-    summary.update(n_unlabelled=unlabelled, n_errors=len(result.errors),
+    summary.update(n_unlabelled=unlabelled, n_errors=len(result.errors), n_rejected_ood=len(result.rejected),
                    label_source=str(config.labels) if config.labels else "class folders", **meta)
     result.metrics = _clean(summary)
     result.metrics_path = metrics_file(config.out)

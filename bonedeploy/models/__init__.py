@@ -6,7 +6,9 @@ from bonedeploy.models._registry import (
     TrainDefaults,
     create_model,
     get_model_entry,
+    last_conv_layer,
     list_models,
+    register_last_conv,
     register_model,
 )
 
@@ -16,6 +18,8 @@ __all__ = [
     "TrainDefaults",
     "create_model",
     "get_model_entry",
+    "last_conv_layer",
     "list_models",
+    "register_last_conv",
     "register_model",
 ]

@@ -81,6 +81,30 @@ FAMILIES = ("vgg", "alexnet", "resnet")
 listings sort by this, not by registration order. Other families (tests, plugins) come last."""
 
 
+# Per family: the module whose output closes the last convolutional block (before the classifier
+# head). Grad-CAM's default target and the out-of-distribution gate's features (pooled) both read it.
+_LAST_CONV: dict[str, Callable[[Any], str]] = {}
+
+
+def register_last_conv(family: str, pick: Callable[[Any], str]) -> None:
+    """``pick(model) -> module name``; registering a family twice raises."""
+    if family in _LAST_CONV:
+        raise ValueError(f"family {family!r} already has a last-conv layer rule")
+    _LAST_CONV[family] = pick
+
+
+def last_conv_layer(family: str, model: Any) -> str:
+    """The module name closing ``model``'s last convolutional block; ``ConfigError`` naming the
+    families that have a rule when ``family`` has none."""
+    _load_families()
+    try:
+        pick = _LAST_CONV[family]
+    except KeyError as e:
+        raise ConfigError(f"no last convolutional layer known for family {family!r} (families: "
+                          f"{', '.join(_LAST_CONV)})") from e
+    return pick(model)
+
+
 def register_model(entry: ModelEntry) -> ModelEntry:
     if entry.name in _MODELS:
         raise ValueError(f"model {entry.name!r} is already registered")

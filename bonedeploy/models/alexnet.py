@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from bonedeploy.models._registry import ModelEntry, SeedResult, TrainDefaults, register_model
+from bonedeploy.models._registry import (ModelEntry, SeedResult, TrainDefaults, register_last_conv,
+                                         register_model)
 
 
 class AlexNet(nn.Sequential):
@@ -63,6 +64,22 @@ for _name, _p, _wd, _seed in _VARIANTS:
             description="AlexNet",
         )
     )
+
+def last_conv(model: nn.Module) -> str:
+    """The module after the last Conv2d's ReLU: the last block's pooling, 256 x 11 x 11 at 400 px
+    (else the ReLU itself). The gradient of a logit with respect to it runs through the MLP head
+    only, which is what makes the in-graph Grad-CAM map of ``model.explain.onnx`` possible."""
+    mods = list(model.named_children())
+    conv = max(i for i, (_, m) in enumerate(mods) if type(m).__name__ == "Conv2d")
+    for name, m in mods[conv + 1:]:
+        if type(m).__name__ == "MaxPool2d":
+            return name
+        if type(m).__name__ in ("Flatten", "Linear"):
+            break
+    return mods[conv + 1][0]
+
+
+register_last_conv("alexnet", last_conv)
 
 SELECTED = "alexnet_d08_wd1e-3"
 """The seed's final choice (dropout 0.8, λ 1e-3)."""

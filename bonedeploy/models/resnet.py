@@ -7,7 +7,8 @@ from functools import partial
 import torch.nn.functional as F
 from torch import nn
 
-from bonedeploy.models._registry import ModelEntry, SeedResult, TrainDefaults, register_model
+from bonedeploy.models._registry import (ModelEntry, SeedResult, TrainDefaults, register_last_conv,
+                                         register_model)
 
 _CFGS = {
     # stage widths (strides 1, 2, 2, ...), flattened size after avg_pool2d(8)
@@ -75,3 +76,6 @@ for _name, _params, _desc, _epochs, _wd, _seed in _VARIANTS:
             description=_desc,
         )
     )
+
+# The output of the last residual stage, before the average pool.
+register_last_conv("resnet", lambda model: "layers")

@@ -6,7 +6,8 @@ from functools import partial
 
 from torch import nn
 
-from bonedeploy.models._registry import ModelEntry, SeedResult, TrainDefaults, register_model
+from bonedeploy.models._registry import (ModelEntry, SeedResult, TrainDefaults, register_last_conv,
+                                         register_model)
 
 # Channel counts; "M" is a max pool. Unpadded convs, as in the seed.
 _CFGS = {
@@ -55,3 +56,11 @@ for _name, _params, _desc, _seed in _VARIANTS:
             description=_desc,
         )
     )
+
+
+def last_conv(model: nn.Module) -> str:
+    """The ReLU after the last convolution: the last feature map before the pooling and Flatten."""
+    return [n for n, m in model.named_modules() if n and isinstance(m, nn.ReLU)][-1]
+
+
+register_last_conv("vgg", last_conv)

@@ -28,6 +28,7 @@ from typing import Any, Callable
 
 from bonedeploy.errors import BonedeployError, ConfigError
 from bonedeploy.artefacts import triton as P
+from bonedeploy.artefacts.ood import OOD_OUTPUT
 from bonedeploy.artefacts.triton import (
     DEFAULT_NAME,
     DEFAULT_QUEUE_DELAY_US,
@@ -170,7 +171,7 @@ def inspect_engine(config: ServeConfig):
                         device=config.device, provider=config.provider, workers=0)
     backend = open_engine(probe)
     try:
-        desc = dict(backend.describe())
+        desc = {**backend.describe(), "gives_ood_score": backend.gives_ood_score}
         fixed = getattr(backend, "_fixed_batch", None)
         profile = desc.get("profile_batch")
         profile_max = int(profile[1]) if profile else (int(fixed) if fixed else None)
@@ -190,11 +191,11 @@ def prepare(config: ServeConfig, dist) -> Prepared:
         repo = workdir / "models"
         spec = {"artefact": str(Path(config.engine).resolve()), "backend": backend_name,
                 "options": backend_options(config, backend_name, choice.options),
-                "max_request_mb": config.max_request_mb}
+                "max_request_mb": config.max_request_mb, "ood": bool(desc.get("gives_ood_score"))}
         params = card_parameters(card, sha256_file(config.engine))
         prep = Prepared(card, desc, choice, max_batch, profile_max, repo,
                         prepare_backends(dist, workdir / "backends"), workdir)
-        for name, cfg, cls in serve_models(config, card, max_batch, params):
+        for name, cfg, cls in serve_models(config, card, max_batch, params, spec["ood"]):
             prep.configs[name] = write_python_model(repo, cfg, cls, spec)
         return prep
     except BaseException:
@@ -202,18 +203,21 @@ def prepare(config: ServeConfig, dist) -> Prepared:
         raise
 
 
-def serve_models(config: ServeConfig, card, max_batch: int, params: dict[str, str]):
+def serve_models(config: ServeConfig, card, max_batch: int, params: dict[str, str], ood: bool = False):
+    """``NAME`` and ``NAME_file``; both return ``ood_score`` when the artefact computes it (the
+    card's OOD gate), and ``NAME_file``'s status then refuses what the gate refuses."""
     k = len(card.classes)
+    score = (TensorSpec(OOD_OUTPUT, "TYPE_FP32", (1,)),) if ood else ()
     common = dict(backend="python", max_batch_size=max_batch, max_queue_delay_us=config.max_queue_delay_us,
                   instances=config.instances, kind="KIND_CPU", parameters=params)
     yield config.name, ModelConfig(
         name=config.name, inputs=(TensorSpec(P.IMAGE, "TYPE_FP32", card.preprocess.input_shape),),
-        outputs=(TensorSpec(P.LOGITS, "TYPE_FP32", (k,)), TensorSpec(P.PROBS, "TYPE_FP32", (k,))),
+        outputs=(TensorSpec(P.LOGITS, "TYPE_FP32", (k,)), TensorSpec(P.PROBS, "TYPE_FP32", (k,)), *score),
         **common), "TensorModel"
     yield P.file_model(config.name), ModelConfig(
         name=P.file_model(config.name), inputs=(TensorSpec(P.FILE, "TYPE_STRING", (1,)),),
         outputs=(TensorSpec(P.PROBS, "TYPE_FP32", (k,)), TensorSpec(P.LOGITS, "TYPE_FP32", (k,)),
-                 TensorSpec(P.LABEL, "TYPE_STRING", (1,)), TensorSpec(P.STATUS, "TYPE_STRING", (1,))),
+                 TensorSpec(P.LABEL, "TYPE_STRING", (1,)), TensorSpec(P.STATUS, "TYPE_STRING", (1,)), *score),
         **common), "FileModel"
 
 
@@ -235,6 +239,7 @@ def write_python_model(repo: Path, cfg: ModelConfig, cls: str, spec: dict[str, A
 
 def startup_banner(config: ServeConfig, prep: Prepared) -> str:
     u, c, n = config.urls(), prep.card, config.name
+    ood = f", {OOD_OUTPUT}" if prep.describe.get("gives_ood_score") else ""
     prof = f"engine profile max {prep.profile_max}" if prep.profile_max else "no engine profile"
     where = prep.describe.get("providers") or prep.describe.get("device") or ""
     lines = [
@@ -245,7 +250,8 @@ def startup_banner(config: ServeConfig, prep: Prepared) -> str:
         f"  metrics  {u['metrics']}",
         f"  health   {u['http']}/v2/health/live  {u['http']}/v2/health/ready",
         f"  models   {n} ({P.IMAGE} FP32 [-1, {', '.join(map(str, c.preprocess.input_shape))}] -> "
-        f"{P.LOGITS}, {P.PROBS}); {P.file_model(n)} ({P.FILE} BYTES [-1, 1] -> {P.PROBS}, {P.LABEL}, {P.STATUS})",
+        f"{P.LOGITS}, {P.PROBS}{ood}); {P.file_model(n)} ({P.FILE} BYTES [-1, 1] -> {P.PROBS}, {P.LABEL}, "
+        f"{P.STATUS}{ood})",
         f"  batching max batch {prep.max_batch} ({prof}), queue delay {config.max_queue_delay_us} us, "
         f"{config.instances} instance(s); requests up to {config.max_request_mb:g} MB",
         f"  client   bonedeploy infer --engine {u['grpc']}/{n} IMAGES/",

@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from bonedeploy.errors import ConfigError
+from bonedeploy.eval.ood import DEFAULT_FPR as OOD_FPR
+from bonedeploy.eval.ood import validate_fpr as validate_ood_fpr
 from bonedeploy.util.defaults import none_means_default
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -21,7 +23,7 @@ PRECISIONS = ("auto", "fp32", "bf16")
 # Options a resumed run may change; any other explicit difference from last.pt is refused.
 RESUME_MUTABLE = frozenset(
     {"epochs", "device", "precision", "channels_last", "quiet", "resume", "out", "data", "val",
-     "workers", "save_every", "eval_batch_size", "overwrite", "deterministic", "eval_train"}
+     "workers", "save_every", "eval_batch_size", "overwrite", "deterministic", "eval_train", "ood_fpr"}
 )
 
 
@@ -57,6 +59,9 @@ class TrainConfig:
     eval_batch_size: int | None = None
     save_every: float = 30.0  # seconds between checkpoint writes (the last epoch always writes)
     overwrite: bool = False
+    # Share of in-distribution images the out-of-distribution gate may refuse (bonedeploy.eval.ood);
+    # the threshold is set on the validation split at the end of the run.
+    ood_fpr: float = OOD_FPR
 
     def replace(self, **changes: Any) -> "TrainConfig":
         return dataclasses.replace(self, **changes)
@@ -122,6 +127,7 @@ class TrainConfig:
         _check(self.eval_batch_size is None or self.eval_batch_size >= 1,
                f"--eval-batch-size must be >= 1, got {self.eval_batch_size}")
         _check(self.save_every >= 0, f"--save-every must be >= 0 seconds, got {self.save_every}")
+        validate_ood_fpr(self.ood_fpr)
 
     @property
     def model_kwargs(self) -> dict[str, Any]:

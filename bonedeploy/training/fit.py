@@ -241,47 +241,60 @@ def _fit(cfg: TrainConfig, rt: Runtime, data: TrainingData, spec: PreprocessSpec
         reporter.close()
     if not main:
         return TrainResult(out, cfg, best or {}, {}, history)
-    report = _report(out, data, rt, eval_bs, decision or DecisionPlan(), reporter)
+    report = _report(out, data, rt, eval_bs, decision or DecisionPlan(), reporter, cfg.ood_fpr)
     return TrainResult(out, cfg, best or {}, report, history)
 
 
 def _report(out: Path, data: TrainingData, rt: Runtime, eval_bs: int, decision: DecisionPlan,
-            reporter: Reporter) -> dict[str, Any]:
+            reporter: Reporter, ood_fpr: float | None = None) -> dict[str, Any]:
     """Evaluate best.pt as saved (fp32, as export will see it), fit its temperature and operating
-    point on the validation logits (written into best.pt's card), then write the run's report."""
-    from bonedeploy.artefacts.checkpoint import model_from_checkpoint
+    point on the validation logits and its out-of-distribution gate on the same pass's features
+    (written into best.pt), then write the run's report."""
+    from bonedeploy.artefacts.checkpoint import card_from_checkpoint, model_from_checkpoint
+    from bonedeploy.eval.ood import feature_layer_of, fit_for_model, measure
     from bonedeploy.training.report import write_report
 
     ckpt = load_checkpoint(out / st.BEST)
     model = model_from_checkpoint(ckpt, str(out / st.BEST)).to(rt.device)
-    fp32 = Runtime(rt.device, "fp32", False, rt.deterministic)
     x_tr, y_tr, x_va, y_va = data.on(rt.device)
-    logits = {part: evaluate(model, x, y, batch_size=eval_bs, rt=fp32).logits.numpy()
-              for part, x, y in (("train", x_tr, y_tr), ("val", x_va, y_va))}
+    layer, why = feature_layer_of(model, card_from_checkpoint(ckpt))
+    # one fp32 eval-mode pass per split gives the logits and the gate's features
+    seen = {part: measure(model, layer, x, rt.device, eval_bs) for part, x in (("train", x_tr), ("val", x_va))}
+    logits = {part: m.logits for part, m in seen.items()}
     labels = {"train": y_tr.cpu().numpy(), "val": y_va.cpu().numpy()}
-    decided = _calibrate_best(out, ckpt, logits["val"], labels["val"], decision)
+    ood = fit_for_model(model, card_from_checkpoint(ckpt), seen["train"], labels["train"], seen["val"], ood_fpr,
+                        layer=layer, no_features=why, device=rt.device, batch=eval_bs,
+                        fitted_on=f"the training split ({len(labels['train'])} images)", threshold_on=decision.where)
+    decided = _calibrate_best(out, ckpt, logits["val"], labels["val"], decision, ood)
     for line in decided["notes"]:
         reporter.warn(line)  # shown even with --quiet
     op = decided["operating_point"]
     reporter.message(f"temperature {decided['temperature']:.3f}"
                      + ("" if decided["temperature_fitted"] else " (not fitted)")
                      + f"; operating point: {OperatingPoint.from_dict(op).describe() if op else 'argmax'}")
+    reporter.message(f"out-of-distribution gate: {ood.gate.describe()}")
     return write_report(out, ckpt, logits, labels, paths={"val": data.val_paths}, decision=decided)
 
 
-def _calibrate_best(out: Path, ckpt: dict, val_logits, val_labels, plan: DecisionPlan) -> dict[str, Any]:
+def _calibrate_best(out: Path, ckpt: dict, val_logits, val_labels, plan: DecisionPlan, ood=None) -> dict[str, Any]:
     from bonedeploy.artefacts.checkpoint import card_from_checkpoint
     from bonedeploy.eval.calibration import apply_fit, fit_decision, write_calibration_report
+    from bonedeploy.models.ood import CKPT_KEY
 
     card = card_from_checkpoint(ckpt, str(out / st.BEST))
     fit = fit_decision(val_logits, val_labels, card.classes, plan.target, plan.where,
                        force=plan.force, way_out=plan.way_out)
-    save_checkpoint(out / st.BEST, {**ckpt, "card": apply_fit(card, fit).to_dict()})
+    card = apply_fit(card, fit)
+    extra = {}
+    if ood is not None:
+        card, extra = card.with_(ood=ood.gate), {CKPT_KEY: ood.checkpoint_entry()}
+    save_checkpoint(out / st.BEST, {**ckpt, **extra, "card": card.to_dict()})
     paths = write_calibration_report(out, fit, card.classes, card.model)
     op = fit.operating_point
     return {"temperature": fit.temperature, "temperature_fitted": fit.temperature_fitted,
             "operating_point": op.to_dict() if op else None, "calibration": fit.calibration,
-            "fitted_below_minimum": list(fit.forced), "notes": fit.notes(),
+            "fitted_below_minimum": list(fit.forced), "notes": fit.notes() + (ood.notes if ood else []),
+            "ood": ood.gate.to_dict() if ood else None,
             "files": {k: p.name for k, p in paths.items()}}
 
 

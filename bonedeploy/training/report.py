@@ -185,7 +185,13 @@ def _decision_lines(d: dict[str, Any] | None) -> list[str]:
     lines += [f"- **{note}**" for note in d.get("notes") or []]
     if (d.get("files") or {}).get("md"):
         lines.append(f"- details: {d['files']['md']}")
-    return lines + [""]
+    lines.append("")
+    if d.get("ood"):
+        from bonedeploy.artefacts.ood import OODGate
+        from bonedeploy.eval.ood import report_lines
+
+        lines += report_lines(OODGate.from_dict(d["ood"]))
+    return lines
 
 
 def _report_row(name: str, row: dict[str, float]) -> list[str]:

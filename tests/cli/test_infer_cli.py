@@ -74,7 +74,8 @@ def test_run_failures_exit_1_with_one_line(model, imgs, tmp_path, capsys, args, 
 def test_help_documents_the_exit_codes(capsys):
     code, out, _ = run_cli(["infer", "--help"], capsys)
     text = " ".join(out.split())
-    assert code == 0 and "0 every image ok" in text and "3 some images failed" in text and "1 the run itself failed" in text
+    assert code == 0 and "0 every image answered" in text and "3 some images failed" in text and "1 the run itself failed" in text
+    assert "4 some images were refused as out of distribution" in text
 
 
 def test_onnx_path_runs_where_torch_cannot_be_imported(model, imgs, tmp_path):

@@ -100,7 +100,8 @@ def test_small_split_console_says_why_t_is_1_and_force_fits_it(cli, data, tmp_pa
     r = cli("train", data, "--model", TINY, "--epochs", "1", "--out", tmp_path / "a", "--device", "cpu",
             "--workers", "1", "--quiet")
     assert r.returncode == 0, r.stderr
-    [why] = [ln for ln in r.stdout.splitlines() if ln.startswith("warning: ")]  # --quiet keeps warnings
+    [why] = [ln for ln in r.stdout.splitlines() if ln.startswith("warning: temperature")]  # --quiet keeps warnings
+    assert any(ln.startswith("warning: OOD threshold set on") for ln in r.stdout.splitlines())
     assert "temperature not fitted (T = 1 kept and no operating point set)" in why
     assert "has 2 Fractured and 2 Normal images" in why and "at least 75 images of each class" in why
     r = cli("train", data, "--model", TINY, "--epochs", "1", "--out", tmp_path / "b", "--device", "cpu",

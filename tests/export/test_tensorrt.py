@@ -374,10 +374,10 @@ def test_export_pipeline_builds_and_gates_the_engine_with_the_stand_in(trt11, tm
     """Orchestration only: the stand-in engine's outputs are the fp16 ONNX outputs."""
     from bonedeploy.export import from_onnx as engine_only
     from bonedeploy.export.from_checkpoint import ExportConfig, run_export
-    from bonedeploy.export.gate import onnx_cpu_logits
+    from bonedeploy.export.gate import onnx_cpu_outputs
 
     monkeypatch.setattr(engine_only, "engine_logits",
-                        lambda engine, inputs, mb: onnx_cpu_logits(engine.with_name("model.fp16.onnx"), inputs))
+                        lambda engine, inputs, mb: onnx_cpu_outputs(engine.with_name("model.fp16.onnx"), inputs))
     data = make_tree(tmp_path / "data", per_class=3)
     ckpt = make_checkpoint(tmp_path / "run" / "best.pt")
     res = run_export(ExportConfig(ckpt, data=data, timing_cache_dir=tmp_path / "cache"))

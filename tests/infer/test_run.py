@@ -64,7 +64,7 @@ def test_every_image_gets_one_row_in_sorted_order(model, folder, tmp_path):
     rows = read_csv(tmp_path / "p.csv")
     paths = [r["path"] for r in rows]
     assert paths == sorted(paths) and len(set(paths)) == 12 == result.total == result.ok
-    assert list(rows[0]) == ["path", "predicted", "p_Fractured", "p_Normal", "status", "label"]
+    assert list(rows[0]) == ["path", "predicted", "p_Fractured", "p_Normal", "ood_score", "status", "label"]
     for r in rows:
         p = expected_probs(r["path"])
         assert r["status"] == "ok" and abs(float(r["p_Fractured"]) - p[0]) < 1e-5

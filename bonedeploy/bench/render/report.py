@@ -12,6 +12,8 @@ from typing import Any
 from rich.markup import escape
 from rich.table import Table
 
+from bonedeploy.eval.parity import ood_summary
+
 
 MODE_TITLES = {"compute": "compute only (preprocessed batch in memory)",
                "e2e": "end to end (files on disk → decode → preprocess → infer)"}
@@ -150,6 +152,8 @@ def print_report(d: dict[str, Any], console) -> None:
             names = ", ".join(_flip_name(f, full=False) for f in flips[:5])
             console.print(f"{r['label']}: {len(flips)} label flip(s) vs reference: {names}"
                           + (" …" if len(flips) > 5 else ""), highlight=False)
+        if r["key"] != d.get("reference") and (line := ood_summary(r["label"], r.get("parity") or {})):
+            console.print(escape(line), highlight=False)
     for w in warnings(d):
         console.print(f"[yellow]warning:[/] {w}", highlight=False)
     for n in d.get("notes") or []:
@@ -260,6 +264,10 @@ def to_markdown(d: dict[str, Any]) -> str:
         lines += ["## Label flips vs the reference", ""]
         lines += [f"- {r['label']}: " + ", ".join(_flip_name(x) for x in f) for r, f in flips if f]
         lines.append("")
+    ood = [line for r in d["results"] if r["key"] != d.get("reference")
+           and (line := ood_summary(r["label"], r.get("parity") or {}))]
+    if ood:
+        lines += ["## Out-of-distribution decisions vs the reference", "", *[f"- {x}" for x in ood], ""]
     extra = warnings(d) + list(d.get("notes") or [])
     if extra:
         lines += ["## Warnings and notes", "", *[f"- {w}" for w in extra], ""]

@@ -88,9 +88,15 @@ def command(
     say.print(result_table(result, console.width))
     from bonedeploy.eval.operating_point import summarise_parity
 
+    from bonedeploy.eval.parity import ood_summary
+
     for f in result.files:
         if f.parity:
             say.print(escape(summarise_parity(f.path.name, f.parity)), highlight=False, soft_wrap=True)
+            if line := ood_summary(f.path.name, f.parity):
+                say.print(escape(line), highlight=False, soft_wrap=True)
+    for note in result.notes:
+        say.print(f"note: {escape(note)}", highlight=False, soft_wrap=True)
     from bonedeploy.export.repair import repair_summary
 
     for f in result.files:

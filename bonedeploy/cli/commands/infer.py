@@ -15,8 +15,10 @@ _INFER = "bonedeploy.infer.run"
 HELP = "\n\n".join([
     "Classify radiographs with an exported model (.onnx, .trt/.engine/.plan) or a .pt checkpoint.",
     "Inputs are image files and folders (searched recursively, sorted). Every image gets one row in "
-    "--out (CSV or JSON by its suffix): path, predicted class, p_<class> for each class, status "
-    "(ok or error: <cause>), and label when known. Probabilities are calibrated (the card's "
+    "--out (CSV or JSON by its suffix): path, predicted class, p_<class> for each class, ood_score, "
+    "status (ok, rejected: out of distribution (score S > threshold T) with no prediction, or "
+    "error: <cause>), and label when known. The out-of-distribution gate (the artefact's card: "
+    "docs/ood.md) refuses images unlike those the model was trained on; --ood off answers them all. Probabilities are calibrated (the card's "
     "temperature) and predicted is the decision at the card's operating point unless --threshold "
     "is given; <out>.run.json states the threshold used and where it came from. Rows are appended to <out>.partial as the run "
     "goes and <out> is written atomically at the end; --resume continues a killed run without "
@@ -28,7 +30,8 @@ HELP = "\n\n".join([
     "--out and <out>.run.json records the shard, the artefact and the archive's listing; "
     "bonedeploy merge checks and joins them.",
     "\bExit codes:\n"
-    "0  every image ok\n"
+    "0  every image answered\n"
+    "4  some images were refused as out of distribution (rows rejected: ...), none failed beyond --max-error-rate\n"
     "3  some images failed (more than --max-error-rate; their rows say why)\n"
     "1  the run itself failed (missing or incompatible engine, no inputs, bad option)",
 ])
@@ -74,6 +77,9 @@ def command(
     quiet: bool = opts.quiet(),
     remote_decode: bool = option("--remote-decode", default=False, help="grpc:// or http:// engines: send "
                                  "the files' bytes and let the server decode them (NAME_file)."),
+    ood: str = option("--ood", help="The artefact's out-of-distribution gate: on (refuse images scored "
+                      "above its threshold) or off (answer every image; the run record says so).",
+                      default_from=lib(_INFER, "InferConfig.ood")),
 ) -> None:
     from rich.console import Console
 
@@ -87,7 +93,7 @@ def command(
         device=device, precision=precision, cuda_graph=cuda_graph, batch_size=batch_size,
         workers=workers, resume=resume, threshold=threshold, labels=labels,
         max_error_rate=max_error_rate, remote_decode=remote_decode, explain=explain,
-        explain_all=explain_all, dicom_sr=dicom_sr)
+        explain_all=explain_all, dicom_sr=dicom_sr, ood=ood)
     from bonedeploy.ui.progress import progress_bar
 
     with progress_bar(Console(stderr=True, quiet=quiet), unit="img") as progress:
@@ -117,7 +123,10 @@ def parse_backend_options(items: list[str]) -> tuple[tuple[str, str], ...]:
 
 
 def summary_line(r) -> str:
-    return (f"{r.total} images: {r.ok} ok, {len(r.errors)} failed"
+    gated = r.rejected or (r.ood or {}).get("applied")  # the count of refusals where there can be any
+    return (f"{r.total} images: {r.ok} ok, "
+            + (f"{len(r.rejected)} refused (out of distribution), " if gated else "")
+            + f"{len(r.errors)} failed"
             + (f", {r.resumed} resumed from {r.out}" if r.resumed else "")
             + f"; {r.processed} run in {r.seconds:.1f} s ({r.images_per_s:.1f} images/s)"
             + f" with {r.backend.get('backend')} -> {r.out}")
@@ -134,6 +143,10 @@ def print_summary(console, result) -> None:
                       highlight=False)
     if r.backend_choice and r.backend_choice.get("how") != "requested":
         console.print(f"backend {r.backend.get('backend')}: {r.backend_choice['how']}", highlight=False)
+    for path, status in r.rejected[:10]:
+        console.print(f"  [yellow]refused[/] {escape(str(path))}: {escape(status)}", highlight=False)
+    if len(r.rejected) > 10:
+        console.print(f"  ... and {len(r.rejected) - 10} more refused (see {escape(str(r.out))})")
     for path, cause in r.errors[:10]:
         console.print(f"  [red]error[/] {escape(str(path))}: {escape(str(cause))}", highlight=False)
     if len(r.errors) > 10:

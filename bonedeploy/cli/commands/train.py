@@ -65,12 +65,15 @@ def command(
                                "always writes (under torchrun: every epoch).", default_from=lib(_TRAIN, "TrainConfig.save_every")),
     target_sensitivity: float = opts.target_sensitivity(),
     force: bool = opts.force("the validation split"),
+    ood_fpr: float = opts.ood_fpr(),
     quiet: bool = opts.quiet(),
 ) -> None:
     """Train one seed variant; keep the best-validation weights in OUT/best.pt with a report.
 
     Writes OUT/best.pt, last.pt (resume state), metrics.json, curves.png, report.md/json, and
-    calibration.md/json + reliability.png (temperature and operating point, stored in best.pt).
+    calibration.md/json + reliability.png (temperature and operating point, stored in best.pt),
+    and fits the out-of-distribution gate (features of the training split, threshold on the
+    validation split; stored in best.pt, compared scores in report.md).
 
     Started by torchrun (torchrun --nproc-per-node N -m bonedeploy train DATA ...), each process is
     one DistributedDataParallel worker: NCCL on GPUs, gloo on CPUs, --batch-size stays the global
@@ -89,7 +92,7 @@ def command(
         skip_bad=skip_bad, quiet=quiet, resume=str(resume) if resume else None,
         channels_last=channels_last, deterministic=deterministic, precise_bn=precise_bn, eval_train=eval_train,
         workers=workers,
-        save_every=save_every, overwrite=overwrite,
+        save_every=save_every, overwrite=overwrite, ood_fpr=ood_fpr,
     )
     reporter = QuietReporter() if quiet else RichReporter()
     result = train(config, reporter, target_sensitivity=target_sensitivity, force_calibration=force)
