@@ -21,7 +21,6 @@ artefact's sha256: writing the report twice gives the same instance, never a sec
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from bonedeploy.errors import BackendUnavailableError
@@ -110,17 +109,26 @@ def report_uids(source_sop_uid: str, study_uid: str, artefact_sha256: str) -> tu
     return series, sop
 
 
-def build_report(source, finding: Finding, algorithm: Algorithm):
-    """A Comprehensive 3D SR about ``source`` (a pydicom Dataset; its pixels are not needed).
+def build_report(source, finding: Finding, algorithm: Algorithm, now=None):
+    """A Comprehensive 3D SR about ``source`` (a pydicom Dataset; its pixels are not needed),
+    created at ``now`` (a datetime; default: now).
 
     highdicom builds one prototype per model, source SOP class and kind of finding, about a
     stand-in source whose UIDs and values are unique markers; each report is a copy of it with the
     markers replaced and the source's patient, study and equipment copied in, as highdicom would.
     tests/artefacts/test_sr_format.py checks that the result equals highdicom's, element for
-    element (dates and times aside)."""
-    hd, _ = _import()
+    element (dates and times aside). ``dicom_sr_encode.encode_report`` gives its encoding without building it."""
     proto = _prototype(algorithm, str(source.SOPClassUID), _shape(finding))
     sr = _clone(proto.dataset)
+    values, inside, sop_uid = _marker_values(proto, source, finding, algorithm)
+    _substitute(sr, values, inside)
+    sr.file_meta.MediaStorageSOPInstanceUID = sop_uid
+    _copy_from_source(sr, source, now)
+    return sr
+
+
+def _marker_values(proto, source, finding: Finding, algorithm: Algorithm) -> tuple[dict, dict, str]:
+    """({marker: real value}, {marker found inside texts: real value}, the report's SOP Instance UID)."""
     series_uid, sop_uid = report_uids(source.SOPInstanceUID, source.StudyInstanceUID, algorithm.artefact_sha256)
     tracking = report_uids(source.SOPInstanceUID, "tracking", algorithm.artefact_sha256)[1]
     values = {STAND_IN["SOPInstanceUID"]: source.SOPInstanceUID, STAND_IN["SeriesInstanceUID"]: source.SeriesInstanceUID,
@@ -130,14 +138,18 @@ def build_report(source, finding: Finding, algorithm: Algorithm):
         values[_ds(marker)], values[float(marker)] = _ds(getattr(finding, k)), float(getattr(finding, k))
     if finding.not_analysed is not None:
         values[proto.comment] = (NOT_ANALYSED + finding.not_analysed)[:1024]
-    _substitute(sr, values, {STAND_IN["SOPInstanceUID"]: source.SOPInstanceUID})
-    sr.file_meta.MediaStorageSOPInstanceUID = sop_uid
-    sr.copy_patient_and_study_information(source)
+    return values, {STAND_IN["SOPInstanceUID"]: source.SOPInstanceUID}, sop_uid
+
+
+def _copy_from_source(sr, source, now=None) -> None:
+    """What a report takes from its source besides the markers' values, as highdicom would: the
+    patient and study modules, the character set, the acquisition equipment; and its dates."""
+    hd, _ = _import()
+    _copy_patient_and_study(sr, source)
     if "SpecificCharacterSet" in source:
         sr.SpecificCharacterSet = source.SpecificCharacterSet
     _equipment(hd, sr, source)
-    _now(sr)
-    return sr
+    _now(sr, now)
 
 
 STAND_IN = {"SOPInstanceUID": "1.2.3.4.5.6.7.8.9.1", "SeriesInstanceUID": "1.2.3.4.5.6.7.8.9.2",
@@ -220,16 +232,57 @@ def _substitute(ds, values: dict, inside: dict[str, str]) -> None:
         if elem.VR == "SQ":
             for item in elem.value:
                 _substitute(item, values, inside)
-        elif elem.VR in ("FD", "FL") and not isinstance(elem.value, (list, bytes)):
-            elem.value = values.get(float(elem.value), elem.value)
-        elif isinstance(elem.value, str) or elem.VR in ("DS", "UI"):
-            text = str(elem.value)
-            if text in values:
-                elem.value = values[text]
-            elif elem.VR in ("UT", "LT", "ST", "LO") and any(m in text for m in inside):
-                for marker, real in inside.items():
-                    text = text.replace(marker, real)
-                elem.value = text
+        else:
+            new = _replacement(elem, values, inside)
+            if new is not _KEEP:
+                elem.value = new
+
+
+_KEEP = object()
+
+
+def _replacement(elem, values: dict, inside: dict[str, str]):
+    """The value a marker-bearing element gets (``values`` and ``inside`` as ``_marker_values``
+    gives them), or ``_KEEP``: one rule for ``build_report`` and the encoder's holes."""
+    if elem.VR in ("FD", "FL") and not isinstance(elem.value, (list, bytes)):
+        return values.get(float(elem.value), _KEEP)
+    if isinstance(elem.value, str) or elem.VR in ("DS", "UI"):
+        text = str(elem.value)
+        if text in values:
+            return values[text]
+        if elem.VR in ("UT", "LT", "ST", "LO") and any(m in text for m in inside):
+            for marker, real in inside.items():
+                text = text.replace(marker, real)
+            return text
+    return _KEEP
+
+
+_PATIENT_STUDY_TAGS: dict[str, list] = {}
+
+
+def _copy_patient_and_study(sr, source) -> None:
+    """``sr.copy_patient_and_study_information(source)``: which attributes it copies depends only
+    on the source's SOP class, and finding them walks highdicom's module tables (~0.5 ms), so the
+    list is asked once per SOP class, of a source that has none of them."""
+    sop_class = str(source.SOPClassUID)
+    if sop_class not in _PATIENT_STUDY_TAGS:
+        asked = _Asked(sop_class)
+        sr.copy_patient_and_study_information(asked)
+        _PATIENT_STUDY_TAGS[sop_class] = asked.tags
+    for tag in _PATIENT_STUDY_TAGS[sop_class]:
+        if tag in source:
+            sr.add(source[tag])
+
+
+class _Asked:
+    """A source that has no attribute and records which highdicom asked for, in order."""
+
+    def __init__(self, sop_class: str):
+        self.SOPClassUID, self.SOPInstanceUID, self.tags = sop_class, "1.2.3", []
+
+    def __getitem__(self, tag):
+        self.tags.append(tag)
+        raise KeyError(tag)
 
 
 def _equipment(hd, sr, source) -> None:
@@ -238,19 +291,65 @@ def _equipment(hd, sr, source) -> None:
     items = [item for item in sr.ContributingEquipmentSequence
              if item.get("PurposeOfReferenceCodeSequence", [None])[0] is not None
              and item.PurposeOfReferenceCodeSequence[0].CodeValue != "109101"]
-    try:
-        items.insert(0, hd.ContributingEquipment.for_image_acquisition(source))
-    except Exception:  # no Manufacturer: highdicom leaves it out too
-        pass
+    acquisition = _acquisition_equipment(hd, source)
+    if acquisition is not None:
+        items.insert(0, acquisition)
     sr.ContributingEquipmentSequence = items
 
 
-def _now(sr) -> None:
+_IS_IMAGE: dict[str, bool] = {}
+
+
+def _acquisition_equipment(hd, source):
+    """``hd.ContributingEquipment.for_image_acquisition(source)``, or None where it refuses (no
+    manufacturer, not an image). Its image check walks the whole IOD table on every call (~1.5 ms),
+    so that answer is kept per SOP class and the rest of its (short) body is repeated here; the
+    tests compare the reports with highdicom's own."""
+    import datetime
+
+    sop_class = str(source.SOPClassUID)
+    if sop_class not in _IS_IMAGE:
+        from pydicom.dataset import Dataset
+
+        probe = Dataset()
+        probe.SOPClassUID, probe.Manufacturer = sop_class, "probe"
+        try:
+            hd.ContributingEquipment.for_image_acquisition(probe)
+            _IS_IMAGE[sop_class] = True
+        except Exception:  # "Dataset does not represent an Image.", an unknown SOP class
+            _IS_IMAGE[sop_class] = False
+    manufacturer = source.get("Manufacturer")
+    if not _IS_IMAGE[sop_class] or manufacturer is None or manufacturer == "":
+        return None
+    when = source.get("AcquisitionDateTime")
+    if when is None:
+        date, time = source.get("AcquisitionDate"), source.get("AcquisitionTime")
+        if isinstance(date, datetime.date) and isinstance(time, datetime.time):
+            when = datetime.datetime.combine(date, time)
+    try:
+        return _equipment_item(hd, source, manufacturer, when)
+    except Exception:  # a value highdicom refuses: it leaves the item out too
+        return None
+
+
+def _equipment_item(hd, source, manufacturer, when):
+    return hd.ContributingEquipment(
+        manufacturer=manufacturer, purpose_of_reference=_import()[1].DCM.AcquisitionEquipment,
+        manufacturer_model_name=source.get("ManufacturerModelName"),
+        software_versions=source.get("SoftwareVersions"),
+        device_serial_number=source.get("DeviceSerialNumber"),
+        institution_name=source.get("InstitutionName"),
+        institutional_department_name=source.get("InstitutionalDepartmentName"),
+        institution_address=source.get("InstitutionAddress"), station_name=source.get("StationName"),
+        contribution_datetime=when, contribution_description="Acquisition equipment of the source image(s)")
+
+
+def _now(sr, now=None) -> None:
     from datetime import datetime
 
     from pydicom.valuerep import DA, DT, TM
 
-    now = datetime.now()
+    now = now or datetime.now()
     sr.InstanceCreationDate, sr.InstanceCreationTime = DA(now.date()), TM(now.time())
     sr.ContentDate, sr.ContentTime = DA(now.date()), TM(now.time())
     for item in sr.ContributingEquipmentSequence:
@@ -313,27 +412,6 @@ def _measurements(hd, k, finding: Finding) -> list:
               ("target_sensitivity", finding.target_sensitivity), ("ood_score", finding.ood_score)]
     return [hd.sr.Measurement(name=k[name], value=float(v), unit=k["unit"])
             for name, v in values if v is not None]
-
-
-def write_report(path: str | Path, source, finding: Finding, algorithm: Algorithm) -> Path:
-    """Build and write the report atomically (a reader never sees half a file)."""
-    from bonedeploy.util.fs import atomic_path
-
-    sr = build_report(source, finding, algorithm)
-    with atomic_path(path) as tmp:
-        sr.save_as(tmp, enforce_file_format=True)
-        _fsync(tmp)
-    return Path(path)
-
-
-def _fsync(path: Path) -> None:
-    import os
-
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def read_finding(sr) -> tuple[Finding, list[str]]:

@@ -12,9 +12,12 @@ is acknowledged again and never analysed twice.
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from typing import Callable
 
 from bonedeploy.dicomnode.config import ListenConfig
+from bonedeploy.dicomnode.cpu import CpuLedger, thread_cpu
 from bonedeploy.dicomnode.journal import Journal
 from bonedeploy.dicomnode.spool import Spool, safe_uid
 
@@ -51,11 +54,36 @@ def decodable_transfer_syntaxes() -> list[str]:
 class StoreHandler:
     """The C-STORE handler: refuse, or spool + journal, then acknowledge."""
 
-    def __init__(self, config: ListenConfig, journal: Journal, spool: Spool, received: Callable[[], None]):
+    def __init__(self, config: ListenConfig, journal: Journal, spool: Spool, received: Callable[[], None],
+                 ledger: CpuLedger | None = None):
         self.accepted = set(config.sop_classes)
         self.journal, self.spool, self.received = journal, spool, received
+        self.ledger = ledger or CpuLedger()
+        # association id -> [CPU s our handler took in its thread, its two threads' CPU when last read]
+        self._threads: dict[int, list] = {}
+        self._lock = threading.Lock()
 
     def __call__(self, event) -> int:
+        cpu = time.thread_time()
+        try:
+            return self.store(event)
+        finally:
+            ours = time.thread_time() - cpu
+            seen = _threads_cpu(event.assoc)  # kept: its DUL thread may be gone when it ends
+            with self._lock:
+                entry = self._threads.setdefault(id(event.assoc), [0.0, (0.0, 0.0)])
+                entry[0] += ours
+                entry[1] = seen
+
+    def ended(self, event) -> None:
+        """An association ended: what pynetdicom's two threads of it took, less our handler."""
+        with self._lock:
+            ours, seen = self._threads.pop(id(event.assoc), [0.0, (0.0, 0.0)])
+        now = _threads_cpu(event.assoc)
+        used = sum(max(a, b) for a, b in zip(now, seen))
+        self.ledger.add("receive: pynetdicom (PDUs, C-STORE messages, its polling loops)", max(0.0, used - ours))
+
+    def store(self, event) -> int:
         req = event.request
         sop_class, sop_uid = str(req.AffectedSOPClassUID), safe_uid(req.AffectedSOPInstanceUID)
         calling = event.assoc.requestor.ae_title
@@ -71,8 +99,10 @@ class StoreHandler:
             log.info("duplicate %s from %s: acknowledged, already journalled", sop_uid, calling)
             return SUCCESS
         try:
-            path = self.spool.store(sop_uid, event.encoded_dataset())
-            added = self.journal.add(sop_uid, sop_class, calling, path)
+            with self.ledger.stage("receive: spool write + fsync"):
+                path = self.spool.store(sop_uid, event.encoded_dataset())
+            with self.ledger.stage("receive: journal commit"):
+                added = self.journal.add(sop_uid, sop_class, calling, path)
         except Exception as e:  # disk full, journal locked: the sender must keep the instance
             log.error("could not spool %s from %s (%s: %s): refused with 0xA700", sop_uid, calling,
                       type(e).__name__, e)
@@ -80,6 +110,12 @@ class StoreHandler:
         log.info("received %s from %s%s", sop_uid, calling, "" if added else " (duplicate)")
         self.received()
         return SUCCESS
+
+
+def _threads_cpu(assoc) -> tuple[float, float]:
+    """CPU s of an association's thread and of its DUL thread (0 where unreadable)."""
+    dul = getattr(getattr(assoc, "dul", None), "native_id", None)
+    return thread_cpu(assoc.native_id) or 0.0, (thread_cpu(dul) if dul else None) or 0.0
 
 
 def start_scp(config: ListenConfig, handler: StoreHandler, ssl_context=None):
@@ -98,7 +134,8 @@ def start_scp(config: ListenConfig, handler: StoreHandler, ssl_context=None):
     for cx in AllStoragePresentationContexts:
         ae.add_supported_context(cx.abstract_syntax, syntaxes)
     handlers = [(evt.EVT_C_STORE, handler), (evt.EVT_C_ECHO, lambda event: SUCCESS),
-                (evt.EVT_REJECTED, _log_rejected)]
+                (evt.EVT_REJECTED, _log_rejected), (evt.EVT_RELEASED, handler.ended),
+                (evt.EVT_ABORTED, handler.ended)]
     return ae.start_server((config.host, config.port), block=False, evt_handlers=handlers,
                            ssl_context=ssl_context)
 

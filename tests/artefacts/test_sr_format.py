@@ -9,7 +9,8 @@ import pytest
 pytest.importorskip("highdicom")
 pydicom = pytest.importorskip("pydicom", minversion="3.0")
 
-from bonedeploy.artefacts.dicom_sr import Algorithm, Finding, build_report, read_finding, write_report  # noqa: E402
+from bonedeploy.artefacts.dicom_sr import Algorithm, Finding, build_report, read_finding  # noqa: E402
+from bonedeploy.artefacts.dicom_sr_encode import write_report  # noqa: E402
 from bonedeploy.data.synth.dicom import encode_dicom  # noqa: E402
 
 ALGO = Algorithm(model="resnet18", artefact_sha256="ab" * 32, version="9.9.9")
@@ -168,3 +169,66 @@ def _comparable(ds):
         else:
             out.append((elem.tag, elem.VR, str(elem.value)))
     return out
+
+
+def _rich_source(source):
+    """The DX source with what real modalities add: a UTF-8 character set and a non-ASCII name,
+    acquisition equipment with a date and time, several software versions."""
+    import datetime
+
+    ds = copy.deepcopy(source)
+    ds.SpecificCharacterSet = "ISO_IR 192"
+    ds.PatientName = "Müller^Zoë"
+    ds.InstitutionName, ds.StationName, ds.ManufacturerModelName = "Hôpital Test", "DX-2", "Model X"
+    ds.SoftwareVersions = ["1.2", "3.4b"]
+    ds.AcquisitionDate, ds.AcquisitionTime = datetime.date(2024, 5, 6), datetime.time(7, 8, 9)
+    ds.PatientAge, ds.OtherPatientIDs = "042Y", "ALT1"  # patient module attributes the prototype lacks
+    return ds
+
+
+@pytest.mark.parametrize("finding", [
+    Finding(present=True, probability=0.912345, threshold=0.3, target_sensitivity=0.95, ood_score=0.25),
+    Finding(present=False, probability=1e-06, threshold=0.5),
+    Finding.refused("cannot decode pixel data (JPEG 2000: truncated)"),
+    Finding.refused("out of distribution", ood_score=7.5),
+])
+@pytest.mark.parametrize("which", ["dx", "minimal", "rich"])
+def test_encoded_report_is_pydicoms_encoding_byte_for_byte(source, finding, which):
+    """encode_report renders the prototype's encoding with holes instead of building and writing
+    the dataset: its bytes must be exactly what pydicom writes for build_report, for every source
+    (a twin after the first: the template is reused), and it must re-read as highdicom's report."""
+    import io
+    from datetime import datetime
+
+    from bonedeploy.artefacts import dicom_sr_encode
+    from bonedeploy.artefacts.dicom_sr import build_with_highdicom
+    from bonedeploy.artefacts.dicom_sr_encode import encode_report
+
+    src = {"dx": source, "minimal": _minimal_source(), "rich": _rich_source(source)}[which]
+    twin = copy.deepcopy(src)
+    twin.SOPInstanceUID, twin.PatientID, twin.StudyInstanceUID = (pydicom.uid.generate_uid(), "OTHER-ID-LONGER",
+                                                                  pydicom.uid.generate_uid())
+    now = datetime(2025, 1, 2, 3, 4, 5, 6789)
+    for ds in (src, twin):
+        fp = io.BytesIO()
+        build_report(ds, finding, ALGO, now).save_as(fp, enforce_file_format=True)
+        assert encode_report(ds, finding, ALGO, now) == fp.getvalue()
+        back = pydicom.dcmread(io.BytesIO(encode_report(ds, finding, ALGO, now)))
+        slow = io.BytesIO()
+        build_with_highdicom(ds, finding, ALGO).save_as(slow, enforce_file_format=True)
+        assert _comparable(back) == _comparable(pydicom.dcmread(io.BytesIO(slow.getvalue())))
+        assert read_finding(back) == (finding, [ds.SOPInstanceUID])
+    assert all(t is None or (t.checked and t.usable) for t in dicom_sr_encode._TEMPLATES.values())
+
+
+def test_reports_from_sources_with_more_attributes_equal_highdicoms(source):
+    """Acquisition equipment with a date and time, several software versions, a UTF-8 name, patient
+    attributes the prototype lacks: build_report copies them as highdicom does."""
+    from bonedeploy.artefacts.dicom_sr import build_with_highdicom
+
+    rich = _rich_source(source)
+    finding = Finding(present=True, probability=0.7, threshold=0.5)
+    fast, slow = build_report(rich, finding, ALGO), build_with_highdicom(rich, finding, ALGO)
+    assert _comparable(fast) == _comparable(slow)
+    assert str(fast.PatientName) == "Müller^Zoë" and fast.PatientAge == "042Y"
+    assert fast.ContributingEquipmentSequence[0].InstitutionName == "Hôpital Test"
