@@ -122,8 +122,8 @@ def init_group(ddp: Ddp) -> None:
     """``init_process_group`` from torchrun's environment, in a store namespace of this attempt.
 
     torchrun's agent serves one TCPStore for the whole job (TORCHELASTIC_USE_AGENT_STORE) and,
-    in the torch releases this project allows, keeps it across ``--max-restarts``: the relaunched
-    workers then read the dead workers' addresses and fail to connect (pytorch/pytorch#135712).
+    in torch 2.14.1, keeps it across ``--max-restarts``: the relaunched workers then read the dead
+    workers' addresses and fail to connect (pytorch/pytorch#135712 has the history).
     Prefixing the keys with the restart count (and this process's group count) gives every attempt
     its own. (Setting
     TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 for torchrun avoids the shared store altogether.)
