@@ -58,6 +58,16 @@ def targets_markdown(checks: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def write_report(out_dir: Path, name: str, d: dict[str, Any], md: str) -> Path:
+    """``<out_dir>/<name>-<machine_slug>.md`` and ``.json`` (a script's own Markdown), printed."""
+    base = out_dir / f"{name}-{machine_slug(d['machine'])}"
+    write_text(base.with_suffix(".md"), md)
+    write_json(base.with_suffix(".json"), d)
+    print(md)
+    print(f"wrote {base.with_suffix('.md')}, .json")
+    return base
+
+
 def write_results(d: dict[str, Any], checks: list[dict[str, Any]], preamble: str,
                   out_dir: Path, suffix: str, console: Console) -> Path:
     """``<out_dir>/<machine_slug><suffix>.md|.json|.png``; the command is in every file."""

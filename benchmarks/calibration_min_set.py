@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, script_command  # noqa: E402
+from _common import RESULTS, script_command, write_report  # noqa: E402
 
 SIGMAS = (3.0, 12.0, 30.0)  # 84% (the seed's selected model reports 83%), 96%, 98% accurate
 CRITERION_SIGMA = 3.0
@@ -218,8 +218,7 @@ def markdown(d: dict[str, Any]) -> str:
 
 def main() -> int:
     from bonedeploy.eval.set_size import MIN_OPERATING_POINT_POSITIVES, MIN_TEMPERATURE_PER_CLASS
-    from bonedeploy.util.fs import write_json, write_text
-    from bonedeploy.util.machine import machine_info, machine_slug
+    from bonedeploy.util.machine import machine_info
 
     args = parse_args()
     t_start = time.perf_counter()
@@ -242,12 +241,7 @@ def main() -> int:
          "library": {"MIN_TEMPERATURE_PER_CLASS": MIN_TEMPERATURE_PER_CLASS,
                      "MIN_OPERATING_POINT_POSITIVES": MIN_OPERATING_POINT_POSITIVES},
          "temperature": trows, "operating_point": orows}
-    base = args.out / f"calibration_min_set-{machine_slug(machine)}"
-    md = markdown(d)
-    write_text(base.with_suffix(".md"), md)
-    write_json(base.with_suffix(".json"), d)
-    print(md)
-    print(f"wrote {base.with_suffix('.md')}, .json")
+    write_report(args.out, "calibration_min_set", d, markdown(d))
     agree = (d["temperature_minimum"] == MIN_TEMPERATURE_PER_CLASS
              and d["operating_point_minimum"] == MIN_OPERATING_POINT_POSITIVES)
     print("library constants " + ("match" if agree else "DIFFER from") + " the measured minima")

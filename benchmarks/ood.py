@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, check, script_command, targets_markdown  # noqa: E402
+from _common import RESULTS, check, script_command, targets_markdown, write_report  # noqa: E402
 
 SEED = 18_000  # the fit's probes use 1801, the export gate's 1802
 PHOTO_CROPS = 10  # per photograph
@@ -289,8 +289,7 @@ def main() -> int:
     from bonedeploy.artefacts.checkpoint import card_from_checkpoint, load_checkpoint, model_from_checkpoint
     from bonedeploy.data.folders import list_images
     from bonedeploy.data.imageio import read_image
-    from bonedeploy.util.fs import write_json, write_text
-    from bonedeploy.util.machine import machine_info, machine_slug
+    from bonedeploy.util.machine import machine_info
 
     args = parse_args()
     t0, load0 = time.perf_counter(), os.getloadavg()[0]
@@ -354,12 +353,7 @@ def main() -> int:
          "gate": {**card.ood.to_dict(), "describe": card.ood.describe(), "method_label": chosen},
          "test_n": len(test), "per_kind": args.per_kind, "photographs": [p.name for p in photographs()],
          "groups": group, "artefacts": results, "methods": methods, "cost": cost, "targets": checks}
-    base = args.out / f"ood-{machine_slug(machine)}"
-    md = markdown(d)
-    write_text(base.with_suffix(".md"), md)
-    write_json(base.with_suffix(".json"), d)
-    print(md)
-    print(f"wrote {base.with_suffix('.md')}, .json")
+    write_report(args.out, "ood", d, markdown(d))
     return 0 if all(c["verdict"] == "PASS" for c in checks) else 1
 
 

@@ -2,15 +2,13 @@
 and the TensorRT glue (stand-ins for TensorRT and CUDA, as in test_tensorrt_backend: our glue,
 not TensorRT)."""
 
-import sys
-import types
 
 import numpy as np
 import pytest
 
-from backends.test_tensorrt_backend import FACTS, FakeContext, FakeCudart, FakeEngine, fake_tensorrt
+from backends.test_tensorrt_backend import FACTS, FakeContext, FakeEngine, install_fakes
 from bonedeploy.artefacts import sidecar as sc
-from bonedeploy.backends import device_facts, open_backend
+from bonedeploy.backends import open_backend
 from onnxkit import tiny_card, tiny_logits, tiny_ood_card, tiny_ood_scores, tiny_onnx_classifier
 
 
@@ -58,21 +56,7 @@ class ScoredContext(FakeContext):
 
 
 def test_tensorrt_copies_the_engines_score_back_with_the_logits(tmp_path, monkeypatch):
-    cudart = FakeCudart()
-    bindings = types.ModuleType("cuda.bindings")
-    bindings.runtime = cudart
-    monkeypatch.setitem(sys.modules, "cuda.bindings", bindings)
-    monkeypatch.setitem(sys.modules, "cuda.bindings.runtime", cudart)
-    trt = fake_tensorrt(cudart)
-
-    class Runtime(trt.Runtime):
-        def deserialize_cuda_engine(self, data):
-            trt.engine = ScoredEngine(cudart)
-            return trt.engine
-
-    trt.Runtime = Runtime
-    monkeypatch.setitem(sys.modules, "tensorrt", trt)
-    monkeypatch.setattr(device_facts, "runtime_facts", lambda: dict(FACTS))
+    cudart = install_fakes(monkeypatch, ScoredEngine).cudart
     engine = tmp_path / "model.trt"
     engine.write_bytes(b"serialized engine")
     sc.write_sidecar(engine, sc.build_sidecar(FACTS, tiny_ood_card(), {"min": 2, "opt": 4, "max": 4},

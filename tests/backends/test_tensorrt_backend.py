@@ -189,17 +189,29 @@ def fake_tensorrt(cudart, engine_ok=True):
     return trt
 
 
-@pytest.fixture
-def fakes(monkeypatch):
+def install_fakes(monkeypatch, make_engine=None):
+    """The stand-ins in sys.modules; ``make_engine(cudart)``: the engine the runtime deserialises."""
     cudart = FakeCudart()
     bindings = types.ModuleType("cuda.bindings")
     bindings.runtime = cudart
     monkeypatch.setitem(sys.modules, "cuda.bindings", bindings)
     monkeypatch.setitem(sys.modules, "cuda.bindings.runtime", cudart)
     trt = fake_tensorrt(cudart)
+    if make_engine is not None:
+        class Runtime(trt.Runtime):
+            def deserialize_cuda_engine(self, data):
+                trt.engine = make_engine(cudart)
+                return trt.engine
+
+        trt.Runtime = Runtime
     monkeypatch.setitem(sys.modules, "tensorrt", trt)
     monkeypatch.setattr(device_facts, "runtime_facts", lambda: dict(FACTS))
     return types.SimpleNamespace(cudart=cudart, trt=trt)
+
+
+@pytest.fixture
+def fakes(monkeypatch):
+    return install_fakes(monkeypatch)
 
 
 @pytest.fixture
