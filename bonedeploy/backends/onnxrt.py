@@ -131,6 +131,9 @@ class OnnxRuntimeBackend(FileBackend):
                type=int, minimum=1),
         Option("spinning", "false: idle intra-op threads sleep instead of spinning; default: "
                "onnxruntime's (spin)", type=bool),
+        Option("prepack", "false: weights are not pre-packed for the CPU kernels: the session opens "
+               "sooner and every run is slower, what a single run wants (benchmarks/ort_session.py); "
+               "default: onnxruntime's (pre-pack)", type=bool),
     )
 
     def __init__(self, path, **options: Any):
@@ -139,6 +142,7 @@ class OnnxRuntimeBackend(FileBackend):
         self.device = self.options["device"]
         self.threads = self.options["threads"] or physical_cores()
         self.spinning = self.options["spinning"]  # None: onnxruntime's default (spin)
+        self.prepack = self.options["prepack"]  # None: onnxruntime's default (pre-pack)
         self.fallback: str | None = None
         self.trt_cache: Path | None = None
 
@@ -155,6 +159,8 @@ class OnnxRuntimeBackend(FileBackend):
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if self.spinning is False:  # idle threads sleep: the CPU goes to concurrent decoders
             opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        if self.prepack is False:
+            opts.add_session_config_entry("session.disable_prepacking", "1")
         self._session = self._create_session(ort, opts, chain)
         meta = self._session.get_modelmeta().custom_metadata_map
         self._card = ModelCard.from_props(meta, str(self.path))

@@ -95,7 +95,8 @@ class Gate:
         if self.min_top1_agreement is not None:
             parts.append(f"top-1 agreement ≥ {self.min_top1_agreement:.0%}")
         if self.max_accuracy_drop is not None:
-            parts.append(f"accuracy drop ≤ {self.max_accuracy_drop * 100:g} pt")
+            parts.append(f"accuracy drop ≤ {self.max_accuracy_drop * 100:g} pt "
+                         f"(one image on fewer than {1 / self.max_accuracy_drop:.0f})")
         if self.max_sensitivity_drop is not None:
             parts.append(f"sensitivity drop at the operating point ≤ {self.max_sensitivity_drop * 100:g} pt "
                          f"(< {self.small_set_positives()} positives: no positive flipped to negative)")
@@ -318,6 +319,14 @@ def _add_accuracy(res: ParityResult, y: np.ndarray, y_ref: np.ndarray, y_cand: n
         setattr(res, f"{name}_delta", c - r)
 
 
+def allowed_accuracy_drop(max_drop: float, n: int | None) -> float:
+    """The drop a gate allows on ``n`` images: never less than one image. On fewer images than
+    1 / ``max_drop`` the stated drop is less than one image, and the gate would demand no flip to a
+    wrong answer at all (stricter than its top-1 agreement, which allows one); missed positives
+    are the sensitivity check's."""
+    return max(max_drop, 1 / n) if n else max_drop
+
+
 def check_gate(result: ParityResult, precision: str, gates: dict[str, Gate] | None = None) -> list[str]:
     """Every way ``result`` misses the gate for ``precision`` (empty list: it passes)."""
     gates = GATES if gates is None else gates
@@ -336,8 +345,9 @@ def check_gate(result: ParityResult, precision: str, gates: dict[str, Gate] | No
     if g.min_top1_agreement is not None and result.top1_agreement < g.min_top1_agreement:
         out.append(f"top-1 agreement {result.top1_agreement:.1%} < {g.min_top1_agreement:.0%}")
     if (g.max_accuracy_drop is not None and result.accuracy_delta is not None
-            and -result.accuracy_delta > g.max_accuracy_drop + 1e-12):
-        out.append(f"accuracy drop {-result.accuracy_delta * 100:.1f} pt > {g.max_accuracy_drop * 100:g} pt")
+            and -result.accuracy_delta > allowed_accuracy_drop(g.max_accuracy_drop, result.n) + 1e-12):
+        out.append(f"accuracy drop {-result.accuracy_delta * 100:.1f} pt > {g.max_accuracy_drop * 100:g} pt"
+                   + (" (and more than one image)" if result.n and 1 / result.n > g.max_accuracy_drop else ""))
     out += _operating_point_failures(result, g)
     out += _ood_failures(result, g)
     return out

@@ -99,6 +99,20 @@ def test_int8_gate_agreement_and_accuracy_drop():
     assert parity.check_gate(r, "int8") == ["accuracy drop 2.0 pt > 1 pt"]
 
 
+def test_int8_accuracy_drop_is_never_less_than_one_image():
+    """80 images: 1 pt is less than one image; one Normal called Fractured passes (agreement
+    98.75%), two do not."""
+    p = np.full(80, 0.1)
+    labels = np.ones(80, int)  # all Normal
+    cand = p.copy()
+    cand[0] = 0.9
+    r = parity.compare(logits_for(p), logits_for(cand), names(80), CLASSES, labels=labels)
+    assert r.accuracy_delta == pytest.approx(-1 / 80) and parity.check_gate(r, "int8") == []
+    cand[1] = 0.9
+    r = parity.compare(logits_for(p), logits_for(cand), names(80), CLASSES, labels=labels)
+    assert "accuracy drop 2.5 pt > 1 pt (and more than one image)" in parity.check_gate(r, "int8")
+
+
 def test_non_finite_candidate_outputs_fail_every_gate():
     cand = logits_for([0.9, 0.2])
     cand[1] = np.nan

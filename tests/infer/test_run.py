@@ -380,3 +380,20 @@ def test_resume_with_another_engine_is_refused_before_any_row_changes(model, fol
     assert run_inference(cfg(model, [folder], out, resume=True)).processed == 0
     assert run_inference(cfg(other, [folder], out)).processed == 12
     assert json.loads((tmp_path / "preds.csv.run.json").read_text())["engine"] == str(other)
+
+
+@pytest.mark.parametrize("images, given, expected", [(1, None, False), (2, None, None), (1, True, True)])
+def test_one_image_opens_onnxruntime_without_weight_prepacking(model, tmp_path, monkeypatch, images, given,
+                                                               expected):
+    """One model call: the session that opens sooner wins (prepack off), unless the user says."""
+    from bonedeploy.backends.onnxrt import OnnxRuntimeBackend
+
+    seen = []
+    real = OnnxRuntimeBackend._open
+    monkeypatch.setattr(OnnxRuntimeBackend, "_open", lambda self: seen.append(self.prepack) or real(self))
+    paths = [write_png(tmp_path / "in" / f"{i}.png", 190, seed=i) for i in range(images)]
+    options = {} if given is None else {"backend_settings": (("prepack", str(given).lower()),)}
+    res = run_inference(cfg(model, paths, tmp_path / "p.csv", **options))
+    assert seen == [expected] and res.processed == images
+    rows = read_csv(tmp_path / "p.csv")
+    np.testing.assert_allclose(float(rows[0]["p_Fractured"]), expected_probs(paths[0])[0], atol=1e-5)
