@@ -108,3 +108,31 @@ def test_a_checkpoint_without_a_gate_exports_one_output_as_before(tmp_path):
     assert res.files[0].parity["ood_n"] is None
     with open_backend(res.files[0].path) as b:
         assert not b.gives_ood_score and b.infer_scored(np.zeros((1, 1, 32, 32), np.float32))[1] is None
+
+
+def test_int8_head_reads_the_image_itself_so_the_first_conv_stays_int8(exported, tmp_path):
+    """The quantizer hands the head the first conv's DequantizeLinear of the image; shared, it kept
+    onnxruntime from fusing that conv into QLinearConv (the conv ran in float)."""
+    import json
+
+    import onnx
+    import onnxruntime as ort
+
+    from bonedeploy.export.onnx import ood_nodes
+
+    _, res = exported
+    int8 = next(f.path for f in res.files if f.precision == "int8")
+    graph = onnx.load(str(int8)).graph
+    image = graph.input[0].name
+    head = ood_nodes(graph)
+    assert any(image in n.input for n in graph.node if n.name in head)  # the input check: raw pixels
+    readers = [n for n in graph.node if image in n.input and n.name not in head]
+    assert [n.op_type for n in readers] == ["QuantizeLinear"]
+    so = ort.SessionOptions()
+    so.enable_profiling = True
+    so.profile_file_prefix = str(tmp_path / "profile")
+    session = ort.InferenceSession(str(int8), so, providers=["CPUExecutionProvider"])
+    session.run(None, {image: _x(4)})
+    ops = {e["args"].get("op_name") for e in json.loads(open(session.end_profiling()).read())
+           if e.get("cat") == "Node"}
+    assert "QLinearConv" in ops and "Conv" not in ops  # every conv of the trunk runs in int8
