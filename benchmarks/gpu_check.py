@@ -12,6 +12,8 @@ recorded with its full output and the next one runs):
   c1, c2        ``bonedeploy sweep train/seed.toml``: the selected AlexNet first, then the rest
   e-export      ``bonedeploy export`` of the selected run
   e-bench       ``bonedeploy bench`` on that run
+  e-compare     ``bonedeploy compare``: the run's ``best.pt`` on the check's device against its fp16
+                ONNX (fp32 in --dry), layer by layer, with each flipped decision
   g-*           ``bonedeploy infer`` with the torch backend over the synthetic set
   h-ddp         ``benchmarks/ddp.py``: one process against ``torchrun --nproc-per-node 1`` (DDP,
                 NCCL on CUDA) on the synthetic set: the DDP path at world size 1, epoch time and accuracy
@@ -111,6 +113,7 @@ class Sizes:
     workers: tuple[str, ...]
     cudamem_mib: int
     ddp_args: tuple[str, ...] = ("--epochs", "3")  # benchmarks/ddp.py; the first epoch is warm-up
+    compare_args: tuple[str, ...] = ("--parity-n", "64")
 
 
 REAL = Sizes(
@@ -135,7 +138,7 @@ DRY = Sizes(
     bench_args=("--batch-sizes", "1", "--duration", "0.05", "--warmup", "0.05", "--min-iters", "2",
                 "--mode", "both", "--parity-n", "4"),
     infer_batch=4, workers=("--workers", "1"), cudamem_mib=4,
-    ddp_args=("--epochs", "2", "--batch-size", "4"),
+    ddp_args=("--epochs", "2", "--batch-size", "4"), compare_args=("--parity-n", "4"),
 )
 
 
@@ -633,6 +636,21 @@ def infer_step(mode: str) -> Callable[[Check], Row]:
     return step
 
 
+def step_compare(c: Check) -> Row:
+    """The .pt on the check's device against the fp16 ONNX (the dry run exports fp32 only)."""
+    run = need(c, "run")
+    cand = "model.fp16.onnx" if (run / "model.fp16.onnx").is_file() else "model.onnx"
+    out = c.results / "runs" / "compare"
+    c.run("e-compare", c.cli("compare", str(run / "best.pt"), str(run / cand), "--device", c.device,
+                             "--out", str(out), *c.sizes.compare_args), timeout=step_timeout(c))
+    r = read_json(out / "compare.json")
+    first = (r.get("first_crossing") or {}).get("layer")
+    fig = (f"best.pt on {c.device} vs {cand}: {len(r['layers'])} layers, first below tolerance: "
+           f"{first if first is not None else 'none'}; {r['decisions']['flips']} decision flip(s)")
+    return Row("e-compare", "", figure=fig, details={"first_crossing": r.get("first_crossing"),
+                                                     "decisions": r["decisions"]})
+
+
 def step_ddp(c: Check) -> Row:
     """DDP at world size 1 under torchrun (NCCL on CUDA, gloo without): the path a multi-GPU run
     takes, against one plain process on the same data."""
@@ -678,6 +696,7 @@ STEPS: tuple[Step, ...] = (
     Step(("c1-sweep",), "sweep: the selected run (AlexNet; --dry: vgg8)", sweep_step(1), 120, 30),
     Step(("e-export",), "bonedeploy export (selected run)", step_export, 150, 40),
     Step(("e-bench",), "bonedeploy bench (selected run)", step_bench, 150, 40),
+    Step(("e-compare",), "bonedeploy compare (.pt on the device vs fp16 ONNX)", step_compare, 120, 20),
     Step(("g-fp32",), "bonedeploy infer torch fp32", infer_step("fp32"), 60, 20),
     Step(("g-fp16-graph",), "bonedeploy infer torch fp16 + CUDA graph", infer_step("fp16-graph"),
          60, 20, cuda_only=True),
@@ -689,11 +708,11 @@ ROW_TITLES = {
     "c-synth": "synthetic set", "c1-sweep": "sweep: the selected run", "c2-sweep": "sweep: all runs",
     "d-fp32": "torch backend fp32", "d-fp16": "torch backend fp16",
     "d-fp16-graph": "torch backend fp16 + CUDA graph", "e-export": "export (ONNX)",
-    "e-bench": "bench (selected run)", "f-cudamem": "cudamem round trip", "g-fp32": "infer, torch fp32",
+    "e-bench": "bench (selected run)", "e-compare": "compare (.pt on the device vs ONNX)", "f-cudamem": "cudamem round trip", "g-fp32": "infer, torch fp32",
     "g-fp16-graph": "infer, torch fp16 + graph", "h-ddp": "DDP (torchrun, world size 1)",
 }
 ROW_ORDER = ("a", "b-bf16", "b-fp32", "c-synth", "c1-sweep", "c2-sweep", "d-fp32", "d-fp16",
-             "d-fp16-graph", "e-export", "e-bench", "f-cudamem", "g-fp32", "g-fp16-graph", "h-ddp")
+             "d-fp16-graph", "e-export", "e-bench", "e-compare", "f-cudamem", "g-fp32", "g-fp16-graph", "h-ddp")
 
 
 def step_timeout(c: Check, reserve: float = 0) -> float:

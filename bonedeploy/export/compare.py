@@ -24,6 +24,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from bonedeploy.backends.torch import DEVICES
 from bonedeploy.errors import ConfigError
 from bonedeploy.eval import layerwise
 from bonedeploy.eval.parity import ParitySet
@@ -47,9 +48,13 @@ class CompareConfig:
     tolerance_db: float = layerwise.DEFAULT_TOLERANCE_DB
     batch: int = 8
     plot: bool = True
+    # where a .pt runs: the CPU, as export's gate runs its reference; cuda (or auto) on a GPU host
+    device: str = "cpu"
 
     def __post_init__(self) -> None:
         self.reference, self.candidate = Path(self.reference), Path(self.candidate)
+        if self.device not in DEVICES:
+            raise ConfigError(f"--device {self.device!r}; valid: {', '.join(DEVICES)}")
         if not math.isfinite(float(self.tolerance_db)):
             raise ConfigError(f"--tolerance {self.tolerance_db}: must be a finite number of dB")
         if int(self.batch) < 1:
@@ -76,15 +81,16 @@ class Side:
         return self.backend.card
 
 
-def open_side(path: Path) -> Side:
-    """Load ``path`` on its deployed CPU backend (a ``.pt`` keeps its checkpoint for the split)."""
+def open_side(path: Path, device: str = "cpu") -> Side:
+    """Load ``path`` on its deployed CPU backend, a ``.pt`` on ``device`` (it keeps its checkpoint
+    for the split)."""
     from bonedeploy.backends.base import open_backend
     from bonedeploy.errors import ArtefactError
     from bonedeploy.util.fs import require_file
 
     suffix = path.suffix.lower()
     if suffix in (".pt", ".pth"):
-        return _torch_side(path)
+        return _torch_side(path, device)
     require_file(path, ArtefactError)
     options = {".onnx": ("onnxruntime", {"provider": "cpu"}), ".xml": ("openvino", {"cache": False})}
     name, opts = options.get(suffix, (None, {}))
@@ -92,7 +98,7 @@ def open_side(path: Path) -> Side:
     return Side(path, backend, tapper_for(path, backend))
 
 
-def _torch_side(path: Path) -> Side:
+def _torch_side(path: Path, device: str = "cpu") -> Side:
     from bonedeploy.artefacts.checkpoint import card_from_checkpoint, load_checkpoint, model_from_checkpoint
     from bonedeploy.backends.torch import TorchBackend
 
@@ -100,7 +106,7 @@ def _torch_side(path: Path) -> Side:
     model = model_from_checkpoint(ckpt, str(path))
     ckpt.pop("state_dict", None)  # the module holds the weights now
     backend = TorchBackend.from_module(model, card_from_checkpoint(ckpt, str(path)), path,
-                                       device="cpu", precision="fp32").load()
+                                       device=device, precision="fp32").load()
     return Side(path, backend, tapper_for(path, backend), ckpt)
 
 
@@ -144,8 +150,8 @@ def run_compare(config: CompareConfig, log: Log | None = None) -> dict[str, Any]
     from bonedeploy.eval.parity import select_parity_set
 
     log = log or (lambda _m: None)
-    ref = open_side(config.reference)
-    cand = open_side(config.candidate)
+    ref = open_side(config.reference, config.device)
+    cand = open_side(config.candidate, config.device)
     try:
         _check_same_model(ref, cand)
         ckpt = ref.ckpt or cand.ckpt

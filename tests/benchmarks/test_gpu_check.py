@@ -189,8 +189,8 @@ def test_work_folder_is_emptied_only_when_it_is_ours(tmp_path):
 # steps that train, export and infer once each, and the DDP step (torchrun at world size 1, gloo
 # here); b (train_epoch.py) and d (gpu_torch.py) are left to `python benchmarks/gpu_check.py --dry`
 # by hand.
-DRY_STEPS = "a,c-synth,c1,e-export,g,f,h"
-CPU_OK = {"a", "c-synth", "c1-sweep", "e-export", "g-fp32", "h-ddp"}
+DRY_STEPS = "a,c-synth,c1,e-export,e-compare,g,f,h"
+CPU_OK = {"a", "c-synth", "c1-sweep", "e-export", "e-compare", "g-fp32", "h-ddp"}
 CUDA_ONLY = {"f-cudamem", "g-fp16-graph"}
 
 

@@ -132,3 +132,17 @@ def test_module_map_names_modules_and_leaves_out_what_has_no_tensor(tmp_path):
     assert layers[0]["type"] == "BatchNorm2d" and layers[0]["op"] == "Conv"
     assert all(e["module"] in modules and e["tensor"] in tensors for e in layers)
     assert layers[-1]["tensor"] == "logits"
+
+
+def test_a_device_outside_the_choices_is_refused_with_them(tmp_path):
+    with pytest.raises(Exception, match=r"--device 'gpu'; valid: auto, cpu, cuda"):
+        CompareConfig(tmp_path / "best.pt", tmp_path / "model.onnx", device="gpu")
+
+
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA GPU (none on this machine)")
+def test_the_pt_on_cuda_finds_the_same_layer_as_on_the_cpu(planted_ckpt, planted_plain, tmp_path):
+    int8 = planted_plain.out_dir / "model.int8.onnx"
+    cpu = run_compare(CompareConfig(planted_ckpt, int8, out=tmp_path / "cpu"))
+    cuda = run_compare(CompareConfig(planted_ckpt, int8, out=tmp_path / "cuda", device="cuda"))
+    assert cuda["first_crossing"]["layer"] == cpu["first_crossing"]["layer"] == BN_LAYER
+    assert cuda["decisions"]["flips"] == cpu["decisions"]["flips"]

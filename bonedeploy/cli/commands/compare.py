@@ -26,6 +26,7 @@ def command(
     tolerance: float = option("--tolerance", help="Accumulated SQNR in dB below which a layer has diverged.",
                               default_from=lib(_LIB, "CompareConfig.tolerance_db")),
     batch_size: int = opts.batch_size("the runs with every layer exposed", lib(_LIB, "CompareConfig.batch")),
+    device: str = opts.device(lib(_LIB, "CompareConfig.device")),
     quiet: bool = opts.quiet(),
 ) -> None:
     """Compare two artefacts of one model layer by layer, and trace each flipped decision.
@@ -42,7 +43,8 @@ def command(
 
     console = Console()
     say = Console(quiet=quiet)
-    given = {"data": data, "out": out, "parity_n": parity_n, "tolerance_db": tolerance, "batch": batch_size}
+    given = {"data": data, "out": out, "parity_n": parity_n, "tolerance_db": tolerance, "batch": batch_size,
+             "device": device}
     config = CompareConfig(reference, candidate, **{k: v for k, v in given.items() if v is not None})
     report = run_compare(config, log=lambda m: say.print(f"[dim]{escape(m)}[/]", highlight=False))
     say.print(layer_table(report, console.width))
