@@ -615,6 +615,8 @@ def bench_rows(d: dict[str, Any]) -> str:
 
 def infer_step(mode: str) -> Callable[[Check], Row]:
     def step(c: Check) -> Row:
+        from bonedeploy.infer.run import EXIT_REFUSED  # images the OOD gate refused: the run worked
+
         row_id = f"g-{mode}"
         run = need(c, "run")
         preds = c.results / "runs" / "infer" / f"preds-{mode}.csv"
@@ -622,15 +624,17 @@ def infer_step(mode: str) -> Callable[[Check], Row]:
         out = c.run(row_id, c.cli("infer", str(need(c, "data")), "--engine", str(run / "best.pt"),
                                   "--backend", "torch", "--device", c.device, "-b",
                                   str(c.sizes.infer_batch), "--out", str(preds), *extra,
-                                  *c.sizes.workers), timeout=step_timeout(c))
+                                  *c.sizes.workers), timeout=step_timeout(c), ok_codes=(0, EXIT_REFUSED))
         rows = preds.read_text().strip().splitlines()[1:] if preds.is_file() else []
+        refused = sum(",rejected: out of distribution" in r for r in rows)
         if len(rows) != c.sizes.n_images:
             raise StepFailed(f"{preds.name}: {len(rows)} rows for {c.sizes.n_images} images", out)
         m = re.search(r"\(([\d.]+) images/s\)", out)
         metrics = preds.with_name(preds.stem + ".metrics.json")
         acc = read_json(metrics).get("accuracy") if metrics.is_file() else None
         fig = f"{len(rows)} images" + (f", {float(m.group(1)):,.0f} img/s" if m else "") + \
-              (f", accuracy {acc:.3f}" if isinstance(acc, (int, float)) else "")
+              (f", accuracy {acc:.3f}" if isinstance(acc, (int, float)) else "") + \
+              f", {refused} refused by the OOD gate (ood_score computed on {c.device})"
         return Row(row_id, "", figure=fig)
 
     return step
