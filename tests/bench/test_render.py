@@ -113,3 +113,19 @@ def test_plot_without_any_measured_row(tmp_path):
     render.write_outputs(d, plot_path=tmp_path / "empty.png")
     assert (tmp_path / "empty.png").stat().st_size > 1000
     assert "| TensorRT | unavailable |" in report.to_markdown(d)
+
+
+def test_a_single_batch_size_plots_without_numpy_deprecations(result, tmp_path):
+    """One point per line: the error bars once reached matplotlib as a list of 1-element arrays,
+    which numpy >= 1.25 deprecates (and will refuse) converting to a scalar."""
+    import warnings
+
+    for r in result["results"]:
+        for per in (r.get("timings") or {}).values():
+            for bs in [k for k in per if k != "1"]:
+                del per[bs]
+    result["config"]["batch_sizes"] = [1]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)
+        render.write_outputs(result, plot_path=tmp_path / "one.png")
+    assert (tmp_path / "one.png").stat().st_size > 1000

@@ -52,7 +52,7 @@ def _latency(ax, d, rows, bss, colors) -> None:
             x = [bs for bs, _ in pts]
             p50 = np.array([t["p50_ms"] for _, t in pts])
             p90 = np.array([t["p90_ms"] for _, t in pts])
-            ax.errorbar(x, p50, yerr=[np.zeros_like(p50), p90 - p50], marker="o", ms=4, capsize=3,
+            ax.errorbar(x, p50, yerr=np.vstack([np.zeros_like(p50), p90 - p50]), marker="o", ms=4, capsize=3,
                         ls=styles[mode], color=colors[r["key"]],
                         label=r["label"] + (" (e2e)" if mode == "e2e" else ""))
     ax.set_xscale("log", base=2)
