@@ -6,9 +6,10 @@ import importlib
 import inspect
 from typing import Any
 
+import pytest
 from typer.testing import CliRunner
 
-from bonedeploy.cli.app import COMMANDS, app
+from bonedeploy.cli.app import COMMANDS, app, main
 
 
 def click_commands() -> dict[str, Any]:
@@ -46,3 +47,12 @@ def description(help_output: str) -> list[str]:
     start = next(i for i, ln in enumerate(lines) if "Usage:" in ln) + 1
     end = next(i for i, ln in enumerate(lines) if ln.lstrip().startswith("╭"))
     return [ln.strip() for ln in lines[start:end]]
+
+
+def run_cli(args, capsys) -> tuple[int, str, str]:
+    """``bonedeploy ARGS`` in this process: (exit code, stdout, stderr)."""
+    with pytest.raises(SystemExit) as info:
+        main([str(a) for a in args])
+    out = capsys.readouterr()
+    code = info.value.code if isinstance(info.value.code, int) else (0 if info.value.code is None else 1)
+    return code, out.out, out.err

@@ -34,18 +34,23 @@ def register_test_family() -> None:
         register_last_conv("test", lambda m: [n for n, c in m.named_children() if type(c).__name__ == "ReLU"][0])
 
 
-def register_tiny() -> str:
+def _register(name: str, builder, description: str) -> str:
+    """One "test"-family entry (398 parameters), once per process."""
     from bonedeploy.models import (ModelEntry, SeedResult, TrainDefaults, list_models,
                                    register_model)
 
-    if TINY not in list_models():
+    if name not in list_models():
         register_test_family()
         register_model(ModelEntry(
-            name=TINY, family="test", builder=build_tiny, kwargs={"dropout": 0.5},
+            name=name, family="test", builder=builder, kwargs={"dropout": 0.5},
             defaults=TrainDefaults(epochs=3, lr=1e-3, batch_size=4), params=398,
             seed=SeedResult(val_acc=0.5, train_acc=0.5, f1=0.5, saved_epoch=1),
-            description="tiny test net"))
-    return TINY
+            description=description))
+    return name
+
+
+def register_tiny() -> str:
+    return _register(TINY, build_tiny, "tiny test net")
 
 
 def make_folder(root: Path, per_class: int = 10, size: int = 40, classes=("Fractured", "Normal"),
@@ -86,13 +91,4 @@ def build_tiny_slow(dropout: float = 0.5, num_classes: int = 2, in_channels: int
 
 
 def register_tiny_slow() -> str:
-    from bonedeploy.models import (ModelEntry, SeedResult, TrainDefaults, list_models,
-                                   register_model)
-
-    if SLOW not in list_models():
-        register_model(ModelEntry(
-            name=SLOW, family="test", builder=build_tiny_slow, kwargs={"dropout": 0.5},
-            defaults=TrainDefaults(epochs=3, lr=1e-3, batch_size=4), params=398,
-            seed=SeedResult(val_acc=0.5, train_acc=0.5, f1=0.5, saved_epoch=1),
-            description="tiny test net that pauses"))
-    return SLOW
+    return _register(SLOW, build_tiny_slow, "tiny test net that pauses")

@@ -16,10 +16,9 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 
 from bonedeploy.training.ddp import Ddp, derive_seed
-from bonedeploy.training.loop import EvalResult, FitStats, evaluate, flip_where, to_memory_format
+from bonedeploy.training.loop import EvalResult, FitStats, evaluate, flip_where, step, to_memory_format
 from bonedeploy.training.runtime import Runtime
 
 
@@ -63,14 +62,9 @@ def train_epoch(net: torch.nn.Module, optimizer: torch.optim.Optimizer, x: torch
         idx = idx_all[start:start + batch_size]
         xb = to_memory_format(flip_where(x.index_select(0, idx), flips.index_select(0, idx)), rt)
         yb = y.index_select(0, idx)
-        with rt.autocast():
-            logits = net(xb)
-        loss = F.cross_entropy(logits.float(), yb)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        total += loss.detach().double() * idx.numel()
-        correct += (logits.detach().argmax(1) == yb).sum().double()
+        loss, logits = step(net, optimizer, xb, yb, rt)
+        total += loss.double() * idx.numel()
+        correct += (logits.argmax(1) == yb).sum().double()
         if on_batch is not None:
             on_batch(i + 1)
     loss_sum, right, seen = _all_sum(total, correct, idx_all.numel(), device=x.device)

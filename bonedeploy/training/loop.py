@@ -49,6 +49,19 @@ def to_memory_format(xb: torch.Tensor, rt: Runtime) -> torch.Tensor:
     return xb.contiguous(memory_format=torch.channels_last) if rt.channels_last else xb
 
 
+def step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, xb: torch.Tensor, yb: torch.Tensor,
+         rt: Runtime) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimiser step on a batch (the one and the DDP loop share it): its mean loss and
+    logits, detached."""
+    with rt.autocast():
+        logits = model(xb)
+    loss = F.cross_entropy(logits.float(), yb)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach(), logits.detach()
+
+
 def train_epoch(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -76,14 +89,9 @@ def train_epoch(
         idx = perm[start:start + batch_size]
         xb = to_memory_format(flip_where(x.index_select(0, idx), flips[start:start + batch_size]), rt)
         yb = y.index_select(0, idx)
-        with rt.autocast():
-            logits = model(xb)
-        loss = F.cross_entropy(logits.float(), yb)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        total += loss.detach() * idx.numel()
-        correct += (logits.detach().argmax(1) == yb).sum()
+        loss, logits = step(model, optimizer, xb, yb, rt)
+        total += loss * idx.numel()
+        correct += (logits.argmax(1) == yb).sum()
         if on_batch is not None:
             on_batch(i + 1)
     return FitStats(float(total / n), int(correct) / n)

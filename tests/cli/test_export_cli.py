@@ -12,18 +12,11 @@ from exportkit import make_checkpoint, make_tree  # noqa: E402
 pytest.importorskip("torch")
 pytest.importorskip("onnx")
 
-from bonedeploy.cli.app import main  # noqa: E402
+from clikit import run_cli  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 LENIENT_INT8 = ["--gate-int8", "0", "--max-accuracy-drop", "100"]  # random weights: int8 may flip
 
-
-def run_cli(args, capsys):
-    with pytest.raises(SystemExit) as info:
-        main([str(a) for a in args])
-    out = capsys.readouterr()
-    code = info.value.code if isinstance(info.value.code, int) else (0 if info.value.code is None else 1)
-    return code, out.out, out.err
 
 
 @pytest.fixture(scope="module")

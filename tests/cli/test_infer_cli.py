@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bonedeploy.cli.app import main
+from clikit import run_cli
 from onnxkit import tiny_onnx_classifier
 
 REPO = Path(__file__).resolve().parents[2]
@@ -30,13 +30,6 @@ def imgs(tmp_path):
             Image.fromarray(np.full((36, 36), level + i, np.uint8)).save(tmp_path / "imgs" / cls / f"{i}.png")
     return tmp_path / "imgs"
 
-
-def run_cli(args, capsys):
-    with pytest.raises(SystemExit) as info:
-        main(args)
-    out = capsys.readouterr()
-    code = info.value.code if isinstance(info.value.code, int) else (0 if info.value.code is None else 1)
-    return code, out.out, out.err
 
 
 def test_all_ok_exits_0_and_prints_metrics(model, imgs, tmp_path, capsys):

@@ -9,16 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bonedeploy.cli.app import main
+from clikit import run_cli
 from onnxkit import tiny_onnx_classifier
 
-
-def run_cli(args, capsys):
-    with pytest.raises(SystemExit) as info:
-        main([str(a) for a in args])
-    out = capsys.readouterr()
-    code = info.value.code if isinstance(info.value.code, int) else (0 if info.value.code is None else 1)
-    return code, out.out, out.err
 
 
 @pytest.fixture
