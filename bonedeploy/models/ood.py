@@ -89,11 +89,14 @@ class ScoredModel(nn.Module):
             model.get_submodule(layer).register_forward_hook(self._keep)
 
     def _keep(self, _module: nn.Module, _inputs: Any, output: torch.Tensor) -> None:
-        self._pooled = output.float().mean(dim=(2, 3))
+        # kept as is and pooled in forward: an op in the hook would be traced into the layer's own
+        # scope, and the export's module map would name the pooled tensor as the layer's output
+        self._pooled = output
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logits = self.model(x)
-        features, self._pooled = self._pooled, None
+        kept, self._pooled = self._pooled, None
+        features = None if kept is None else kept.float().mean(dim=(2, 3))
         return logits, self.head(pixel_spread(x), logits, features)
 
     def float_head(self) -> "ScoredModel":

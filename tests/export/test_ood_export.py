@@ -136,3 +136,14 @@ def test_int8_head_reads_the_image_itself_so_the_first_conv_stays_int8(exported,
     ops = {e["args"].get("op_name") for e in json.loads(open(session.end_profiling()).read())
            if e.get("cat") == "Node"}
     assert "QLinearConv" in ops and "Conv" not in ops  # every conv of the trunk runs in int8
+
+
+def test_the_feature_layer_is_compared_like_any_other(exported, tmp_path):
+    """The head's pooling is traced outside the hooked layer's scope, so the module map names the
+    layer's own output and compare pairs every layer of the gated model."""
+    from bonedeploy.export.compare import CompareConfig, run_compare
+
+    ckpt, res = exported
+    fp32 = next(f.path for f in res.files if f.precision == "fp32")
+    report = run_compare(CompareConfig(ckpt, fp32, out=tmp_path / "cmp", plot=False))
+    assert report["unpaired"] == [] and report["layers"]
